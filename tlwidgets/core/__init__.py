@@ -1,0 +1,1 @@
+"""The headless engine of tlwidgets: torch and torchvision only, no widgets."""
