@@ -1,0 +1,455 @@
+"""The one shared state of a transfer-learning workflow.
+
+A :class:`Session` holds the model, the data, the frozen set, the head, the
+training options and the history. Panels observe its traits and call its
+methods; scripts use the same methods with no front end at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import traitlets
+from torch import nn
+
+from . import catalog, data as data_mod, evaluation, heads, layers, training
+from .device import best_device, describe
+from .errors import BusyError, DataError, ModelError
+
+_IMAGENET = dataclasses.make_dataclass(
+    "_DefaultNorm",
+    [("resize_size", int), ("input_size", int), ("mean", tuple), ("std", tuple), ("interpolation", str)],
+)(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+
+_EVENTS = ("fit_start", "epoch_start", "batch_end", "epoch_end", "fit_end", "exception")
+
+
+class _SessionEvents(training.Callback):
+    """Forwards the trainer's hooks to the session's subscribers."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def on_fit_start(self, trainer: training.Trainer) -> None:
+        self._session._emit("fit_start", trainer)
+
+    def on_epoch_start(self, trainer: training.Trainer, epoch: int) -> None:
+        self._session._emit("epoch_start", epoch)
+
+    def on_batch_end(self, trainer: training.Trainer, batch: int, logs: dict) -> None:
+        self._session._emit("batch_end", logs)
+
+    def on_epoch_end(self, trainer: training.Trainer, epoch: int, logs: dict) -> None:
+        self._session._emit("epoch_end", logs)
+
+    def on_fit_end(self, trainer: training.Trainer, history: training.History) -> None:
+        self._session._emit("fit_end", history)
+
+    def on_exception(self, trainer: training.Trainer, exc: BaseException) -> None:
+        self._session._emit("exception", exc)
+
+
+class Session(traitlets.HasTraits):
+    """Model, data, freezing, head, training and results of one workflow.
+
+    Args:
+        device: ``"cuda"``, ``"mps"``, ``"cpu"`` or ``None`` for the best one available.
+        image_size: input size override (smaller is faster; ``None`` uses the model's own).
+
+    Traits are reassigned (never mutated in place) so that observers fire; the
+    ``*_version`` counters change whenever the model or data change in place.
+    """
+
+    spec = traitlets.Any(None, allow_none=True, help="catalog.ModelSpec of the loaded model")
+    model = traitlets.Any(None, allow_none=True, help="the torch.nn.Module, on `device`")
+    model_version = traitlets.Int(0, help="bumped whenever the model changes (load, head, training)")
+    data = traitlets.Any(None, allow_none=True, help="data.DataBundle")
+    data_version = traitlets.Int(0)
+    classes = traitlets.Tuple(help="class names the current head predicts")
+    frozen = traitlets.Tuple(help="names of layers whose parameters are frozen")
+    lr_factors = traitlets.Dict(help="layer-name prefix -> learning-rate factor (0 = frozen)")
+    head = traitlets.Any(None, allow_none=True, help="heads.HeadSpec of the current head")
+    config = traitlets.Any(help="training.TrainConfig used by the next fit")
+    augment = traitlets.Any(help="data.Augment applied to training images")
+    image_size = traitlets.Any(None, allow_none=True)
+    history = traitlets.Any(None, allow_none=True, help="training.History of the current model")
+    last_eval = traitlets.Any(None, allow_none=True, help="evaluation.EvalResult")
+    status = traitlets.Enum(("idle", "training", "stopping"), default_value="idle")
+    device = traitlets.Unicode("cpu")
+    message = traitlets.Unicode("", help="one line on what happened last")
+
+    def __init__(self, device: str | torch.device | None = None, image_size: int | None = None) -> None:
+        super().__init__()
+        self.device = str(torch.device(device) if device is not None else best_device())
+        self.image_size = image_size
+        self.config = training.TrainConfig()
+        self.augment = data_mod.Augment()
+        self._lock = threading.RLock()
+        self._trainer: training.Trainer | None = None
+        self._history_model_version = -1
+        self._subscribers: dict[str, list[Callable[..., Any]]] = {name: [] for name in _EVENTS}
+
+    # ------------------------------------------------------------------ events
+    def _subscribe(self, event: str, callback: Callable[..., Any], remove: bool) -> None:
+        subs = self._subscribers[event]
+        if remove:
+            with contextlib.suppress(ValueError):
+                subs.remove(callback)
+        elif callback not in subs:
+            subs.append(callback)
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for callback in list(self._subscribers[event]):
+            callback(*args)
+
+    def on_batch_end(self, callback: Callable[[dict], Any], remove: bool = False) -> None:
+        """Call ``callback(logs)`` after every training batch (from the training thread)."""
+        self._subscribe("batch_end", callback, remove)
+
+    def on_epoch_end(self, callback: Callable[[dict], Any], remove: bool = False) -> None:
+        """Call ``callback(logs)`` after every epoch with train and validation metrics."""
+        self._subscribe("epoch_end", callback, remove)
+
+    def on_fit_start(self, callback: Callable[[training.Trainer], Any], remove: bool = False) -> None:
+        """Call ``callback(trainer)`` when a fit starts."""
+        self._subscribe("fit_start", callback, remove)
+
+    def on_fit_end(self, callback: Callable[[training.History], Any], remove: bool = False) -> None:
+        """Call ``callback(history)`` when a fit ends, stopped or failed runs included."""
+        self._subscribe("fit_end", callback, remove)
+
+    def on_exception(self, callback: Callable[[BaseException], Any], remove: bool = False) -> None:
+        """Call ``callback(exc)`` when training raises."""
+        self._subscribe("exception", callback, remove)
+
+    # ------------------------------------------------------------------ guards
+    @contextlib.contextmanager
+    def _change(self, what: str) -> Iterator[None]:
+        """Refuse changes while training, and serialise changes between threads."""
+        if self.status != "idle":
+            raise BusyError(f"Cannot {what} while training runs: press Stop (or call request_stop()) and wait.")
+        with self._lock:
+            yield
+
+    def _require_model(self) -> nn.Module:
+        if self.model is None:
+            raise ModelError("No model loaded yet: call load_model(name) first (see tlwidgets.list_models()).")
+        return self.model
+
+    def _require_data(self) -> data_mod.DataBundle:
+        if self.data is None:
+            raise DataError("No data loaded yet: call load_data(folder) or load_data('demo') first.")
+        return self.data
+
+    # ------------------------------------------------------------------ model
+    def load_model(
+        self, name: str, pretrained: bool = True, progress: Callable[[int, int], None] | None = None
+    ) -> nn.Module:
+        """Load a catalog model (see :func:`tlwidgets.list_models`) onto the session's device.
+
+        The previous model stays in place if loading fails (unknown name, no weights).
+        """
+        with self._change("load a model"):
+            spec = catalog.get_spec(name)
+            model = catalog.build_model(name, pretrained=pretrained, progress=progress)
+            model.to(self.device)
+            self.spec = spec
+            self.model = model
+            self.head = heads.head_spec(model)
+            self.classes = tuple(spec.class_names) if len(spec.class_names) == self.head.num_classes else tuple(
+                str(i) for i in range(self.head.num_classes)
+            )
+            self.frozen = ()
+            self.lr_factors = {}
+            self.history = None
+            self.last_eval = None
+            self._history_model_version = -1
+            self._refresh_transforms()
+            self.model_version += 1
+            source = "pretrained" if pretrained else "random"
+            self.message = f"Loaded {name} ({source} weights) on {describe(self.device)}."
+            return model
+
+    # ------------------------------------------------------------------ data
+    def load_data(
+        self, source: str | Path, val_fraction: float = 0.2, seed: int = 0, **options: Any
+    ) -> data_mod.ScanReport:
+        """Load images from a folder, an archive, a torchvision dataset name or ``"demo"``.
+
+        Returns:
+            The scan report: classes, counts per split, image sizes and skipped files.
+        """
+        with self._change("load data"):
+            bundle = data_mod.load_data(source, val_fraction=val_fraction, seed=seed, **options)
+            self.data = bundle
+            self._refresh_transforms()
+            self.last_eval = None
+            self.data_version += 1
+            report = bundle.report
+            self.message = (
+                f"Loaded {len(bundle.train)} training and {len(bundle.val)} validation images "
+                f"in {len(bundle.classes)} classes; {len(report.skipped)} files skipped."
+            )
+            return report
+
+    def set_augment(self, augment: data_mod.Augment | None = None, **options: Any) -> None:
+        """Set training-time augmentation, e.g. ``set_augment(flip=True, rotation=10)``."""
+        with self._change("change augmentation"):
+            new = augment if augment is not None else dataclasses.replace(self.augment, **options)
+            self.augment = new
+            self._refresh_transforms()
+
+    def _norm_spec(self) -> Any:
+        return self.spec if self.spec is not None else _IMAGENET
+
+    def _refresh_transforms(self) -> None:
+        if self.data is None:
+            return
+        train_tf, eval_tf = data_mod.make_transforms(self._norm_spec(), self.augment, self.image_size)
+        self.data.train_tf = train_tf
+        self.data.eval_tf = eval_tf
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square images fed to the model."""
+        return int(self.image_size or self._norm_spec().input_size)
+
+    # ------------------------------------------------------------------ layers
+    def layers(self) -> pd.DataFrame:
+        """One row per layer: name, type, output shape, parameters, trainable, LR factor, group."""
+        model = self._require_model()
+        head_path = self.head.path if self.head is not None else None
+        return layers.layer_table(model, input_size=self.input_size, head_path=head_path, lr_factors=self.lr_factors)
+
+    def _after_freeze_change(self) -> None:
+        model = self._require_model()
+        self.frozen = layers.frozen_names(model)
+        self.model_version += 1
+
+    def freeze(self, names: str | Iterable[str]) -> None:
+        """Freeze these layers (or whole blocks): their learning rate becomes zero."""
+        with self._change("freeze layers"):
+            names = [names] if isinstance(names, str) else list(names)
+            layers.freeze(self._require_model(), names)
+            self.lr_factors = {k: v for k, v in self.lr_factors.items() if k not in names}
+            self._after_freeze_change()
+
+    def unfreeze(self, names: str | Iterable[str]) -> None:
+        """Make these layers (or whole blocks) trainable again."""
+        with self._change("unfreeze layers"):
+            names = [names] if isinstance(names, str) else list(names)
+            layers.unfreeze(self._require_model(), names)
+            self.lr_factors = {k: v for k, v in self.lr_factors.items() if not (k in names and v == 0)}
+            self._after_freeze_change()
+
+    def freeze_up_to(self, name: str) -> None:
+        """Freeze every layer from the input up to and including ``name``; the rest trains."""
+        with self._change("freeze layers"):
+            layers.freeze_up_to(self._require_model(), name)
+            self._after_freeze_change()
+
+    def freeze_backbone(self) -> None:
+        """Freeze everything but the classifier head (the usual transfer-learning start)."""
+        with self._change("freeze layers"):
+            model = self._require_model()
+            layers.freeze_backbone(model, heads.find_head(model)[0])
+            self._after_freeze_change()
+
+    def unfreeze_all(self) -> None:
+        """Make every layer trainable."""
+        with self._change("unfreeze layers"):
+            model = self._require_model()
+            for p in model.parameters():
+                p.requires_grad_(True)
+            self.lr_factors = {k: v for k, v in self.lr_factors.items() if v != 0}
+            self._after_freeze_change()
+
+    def set_lr_factor(self, name: str, factor: float) -> None:
+        """Scale the learning rate of layer (or block) ``name`` by ``factor``; 0 freezes it."""
+        with self._change("change learning-rate factors"):
+            model = self._require_model()
+            self.lr_factors = layers.set_lr_factor(model, dict(self.lr_factors), name, float(factor))
+            self._after_freeze_change()
+
+    def trainable_params(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        model = self._require_model()
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return trainable, total
+
+    # ------------------------------------------------------------------ head
+    def replace_head(
+        self, num_classes: int | None = None, dropout: float = 0.0, hidden: int | None = None
+    ) -> heads.HeadSpec:
+        """Replace the final classifier with a new one for the loaded data's classes.
+
+        Args:
+            num_classes: number of outputs; default the number of classes in the loaded data.
+            dropout: dropout before the final layer (0 to 1).
+            hidden: width of an optional hidden layer (with ReLU) before the final layer.
+        """
+        with self._change("replace the head"):
+            model = self._require_model()
+            if num_classes is None:
+                if self.data is None:
+                    raise DataError(
+                        "replace_head() takes the number of classes from the loaded data: "
+                        "load data first, or pass num_classes=N."
+                    )
+                num_classes = len(self.data.classes)
+            if int(num_classes) < 2:
+                raise ModelError(f"num_classes={num_classes} is too small: a classifier needs at least 2 classes.")
+            if not 0.0 <= float(dropout) < 1.0:
+                raise ModelError(f"dropout={dropout} must be at least 0 and below 1.")
+            if hidden is not None and int(hidden) < 1:
+                raise ModelError(f"hidden={hidden} must be a positive layer width, or None for no hidden layer.")
+            spec = heads.replace_head(model, int(num_classes), dropout=float(dropout), hidden=hidden)
+            model.to(self.device)
+            self.head = spec
+            if self.data is not None and len(self.data.classes) == num_classes:
+                self.classes = tuple(self.data.classes)
+            else:
+                self.classes = tuple(str(i) for i in range(num_classes))
+            self.history = None
+            self.last_eval = None
+            self._history_model_version = -1
+            self._after_freeze_change()
+            self.message = f"New head: {num_classes} classes ({spec.path})."
+            return spec
+
+    # ------------------------------------------------------------------ training
+    def configure(self, **options: Any) -> training.TrainConfig:
+        """Change training options, e.g. ``configure(epochs=3, lr=1e-3, optimizer="adamw")``."""
+        config = dataclasses.replace(self.config, **options)
+        config.validate()
+        self.config = config
+        return config
+
+    def _check_ready_to_train(self) -> tuple[nn.Module, data_mod.DataBundle]:
+        model = self._require_model()
+        bundle = self._require_data()
+        n = len(bundle.classes)
+        if self.head is None or self.head.num_classes != n or tuple(self.classes) != tuple(bundle.classes):
+            have = self.head.num_classes if self.head is not None else "no"
+            raise ModelError(
+                f"The model's head predicts {have} classes but the data has {n} "
+                f"({', '.join(bundle.classes[:5])}{'...' if n > 5 else ''}): call replace_head() first."
+            )
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ModelError("Every layer is frozen, so nothing can learn: unfreeze the head (or call replace_head()).")
+        return model, bundle
+
+    def fit(
+        self, epochs: int | None = None, callbacks: Sequence[training.Callback] = (), **options: Any
+    ) -> training.History:
+        """Train (blocking) and return the history of the current model.
+
+        Args:
+            epochs: number of epochs (default: the session's config).
+            callbacks: extra :class:`~tlwidgets.core.training.Callback` objects.
+            **options: any :class:`~tlwidgets.core.training.TrainConfig` field, kept for later fits.
+
+        A second ``fit`` on the same model continues its history. Stop with
+        :meth:`request_stop`; a failed run leaves the model as it was before the failing step.
+        """
+        if epochs is not None:
+            options["epochs"] = epochs
+        with self._lock:
+            if self.status != "idle":
+                raise BusyError("Training is already running: wait for it, or press Stop.")
+            model, bundle = self._check_ready_to_train()
+            config = self.configure(**options) if options else self.config
+            train_ds, val_ds = bundle.datasets()
+            trainer = training.Trainer(
+                model,
+                train_ds,
+                val_ds,
+                config,
+                device=self.device,
+                lr_factors=dict(self.lr_factors),
+                callbacks=[_SessionEvents(self), *callbacks],
+            )
+            self._trainer = trainer
+            self.status = "training"
+        try:
+            history = trainer.fit()
+        finally:
+            with self._lock:
+                self._trainer = None
+                self.status = "idle"
+        if self.history is not None and self._history_model_version == self.model_version:
+            history = self.history.extend(history)
+        self.model_version += 1
+        self._history_model_version = self.model_version
+        self.history = history
+        last = history.epochs[-1] if history.epochs else {}
+        val = last.get("val_acc")
+        self.message = (
+            f"{'Stopped' if history.stopped else 'Trained'} after {len(history.epochs)} epochs"
+            + (f"; validation accuracy {val:.1%}." if val is not None and val == val else ".")
+        )
+        return history
+
+    def request_stop(self) -> None:
+        """Ask a running fit to stop after the current batch (safe from any thread)."""
+        trainer = self._trainer
+        if trainer is not None:
+            trainer.request_stop()
+            if self.status == "training":
+                self.status = "stopping"
+
+    # ------------------------------------------------------------------ assessment
+    def evaluate(self, data: str | Path | None = None, batch_size: int = 64) -> evaluation.EvalResult:
+        """Accuracy, per-class metrics and confusion matrix.
+
+        Args:
+            data: ``None`` for the validation split, or a folder of held-out images
+                whose class sub-folders use the training class names.
+        """
+        model = self._require_model()
+        bundle = self._require_data()
+        if data is None:
+            samples = bundle.val
+            if not samples:
+                raise DataError("The validation split is empty: load data with val_fraction > 0, or pass a folder.")
+        else:
+            samples = data_mod.holdout_samples(data, list(bundle.classes))
+        dataset = data_mod.ImageDataset(samples, bundle.eval_tf)
+        result = evaluation.evaluate(
+            model, dataset, list(self.classes), device=self.device, batch_size=batch_size, precision=self.config.precision
+        )
+        self.last_eval = result
+        return result
+
+    def predict(self, images: Any, k: int = 3) -> pd.DataFrame:
+        """Top-``k`` classes with probabilities for file paths or PIL images."""
+        model = self._require_model()
+        eval_tf = self.data.eval_tf if self.data is not None else data_mod.make_transforms(
+            self._norm_spec(), None, self.image_size
+        )[1]
+        return evaluation.predict(model, images, eval_tf, list(self.classes), k=k, device=self.device)
+
+    # ------------------------------------------------------------------ display
+    def summary(self) -> dict[str, Any]:
+        """Status-line facts: model, device, data, trainable parameters, state."""
+        out: dict[str, Any] = {"model": self.spec.name if self.spec else None, "device": self.device}
+        if self.data is not None:
+            out["data"] = f"{len(self.data.train)}+{len(self.data.val)} images, {len(self.data.classes)} classes"
+        if self.model is not None:
+            trainable, total = self.trainable_params()
+            out["trainable"] = f"{trainable:,} of {total:,}"
+        out["status"] = self.status
+        return out
+
+    def __repr__(self) -> str:
+        facts = ", ".join(f"{k}={v}" for k, v in self.summary().items() if v is not None)
+        return f"Session({facts})"
+

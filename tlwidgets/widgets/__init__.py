@@ -1,0 +1,1 @@
+"""ipywidgets panels over a :class:`tlwidgets.Session`."""

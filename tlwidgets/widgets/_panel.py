@@ -1,0 +1,113 @@
+"""Base class of every panel: a VBox bound to a Session, with an error area."""
+
+from __future__ import annotations
+
+import functools
+import html
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import ipywidgets as widgets
+
+from ..core.errors import TLWidgetsError
+from ..core.session import Session
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(method: F) -> F:
+    """Decorate a panel handler: errors go to the panel's error area, never to a traceback.
+
+    A :class:`TLWidgetsError` is the user's to fix and shows as a plain message; any other
+    exception is a bug, shown with its type so it can be reported.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Panel, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a handler must never raise into the front end
+            self.show_error(exc)
+            return None
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Panel(widgets.VBox):
+    """A view over a :class:`Session`.
+
+    Subclasses build their children in ``__init__``, call :meth:`observe_session`
+    for the traits they draw, and change things only through session methods.
+
+    Args:
+        session: the shared session; a new one is made when omitted.
+        title: heading shown above the panel (``None`` for none).
+    """
+
+    css_class = "tlw-panel"
+
+    def __init__(self, session: Session | None = None, title: str | None = None, **kwargs: Any) -> None:
+        self.session = session if session is not None else Session()
+        self.error_area = widgets.HTML(value="", layout=widgets.Layout(display="none"))
+        self.error_area.add_class("tlw-error")
+        self._title = widgets.HTML(f"<h3 style='margin:4px 0'>{html.escape(title)}</h3>" if title else "")
+        self._observers: list[tuple[Callable[..., Any], list[str]]] = []
+        super().__init__(**kwargs)
+        self.add_class("tlw-panel")
+        if self.css_class != "tlw-panel":
+            self.add_class(self.css_class)
+
+    def set_body(self, *children: widgets.Widget) -> None:
+        """Lay out title, body widgets, then the error area."""
+        self.children = (self._title, *children, self.error_area)
+
+    # ------------------------------------------------------------- errors
+    def show_error(self, exc: BaseException | str) -> None:
+        """Show an error in plain words in this panel's error area."""
+        if isinstance(exc, str):
+            text = exc
+        elif isinstance(exc, TLWidgetsError):
+            text = str(exc)
+        else:
+            last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+            where = f" (in {last[0].name})" if last else ""
+            text = f"{type(exc).__name__}: {exc}{where}"
+        self.error_area.value = (
+            "<div style='color:#a00;background:#fff0f0;border:1px solid #e0b0b0;padding:4px 8px;border-radius:4px'>"
+            f"{html.escape(text)}</div>"
+        )
+        self.error_area.layout.display = None
+        self.last_error = text
+
+    def clear_error(self) -> None:
+        """Hide the error area."""
+        self.error_area.value = ""
+        self.error_area.layout.display = "none"
+        self.last_error = ""
+
+    last_error: str = ""
+
+    # ------------------------------------------------------------- session
+    def observe_session(self, handler: Callable[[dict], Any], names: str | Iterable[str]) -> None:
+        """Observe session traits; observers are removed again by :meth:`close`."""
+        names = [names] if isinstance(names, str) else list(names)
+
+        def safe(change: dict) -> None:
+            try:
+                handler(change)
+            except Exception as exc:  # noqa: BLE001 - a redraw error must not break the session
+                self.show_error(exc)
+
+        self.session.observe(safe, names=names)
+        self._observers.append((safe, names))
+
+    def close(self) -> None:
+        """Detach from the session and close the widgets."""
+        for handler, names in self._observers:
+            self.session.unobserve(handler, names=names)
+        self._observers.clear()
+        for child in self.children:
+            child.close()
+        super().close()
