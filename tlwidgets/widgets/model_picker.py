@@ -1,0 +1,446 @@
+"""Choose a pretrained model on a speed/accuracy map, by click or by keyboard."""
+
+from __future__ import annotations
+
+import html
+import math
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+import plotly.colors
+import plotly.graph_objects as go
+
+from ..core import catalog, speed
+from ..core.device import best_device, describe
+from ..core.session import Session
+from ._panel import Panel, guarded
+
+_ALL = "All"
+_OFFLINE = ("cached", "packaged", "checkpoint")
+_SORTS = (
+    ("Accuracy (top-1, best first)", "top1"),
+    ("Speed (fastest first)", "speed"),
+    ("Download size (smallest first)", "size_mb"),
+    ("Parameters (fewest first)", "params_m"),
+    ("Name", "name"),
+)
+_NOTE = (
+    "<b>How to choose.</b> Each point is a model: up = more accurate on ImageNet (top-1 %), "
+    "left = faster (prediction time measured here, or GFLOPs until every shown model is measured). "
+    "Start small and fast (top-left: quick to train and predict), then try a more accurate model "
+    "(higher up) if accuracy matters more than speed. Marker size = download size; colour = family; "
+    "&#9670; = weights available offline, &#9679; = needs a download. Click a point to load it."
+)
+
+
+def marker_size(
+    size_mb: Any, smallest_mb: float, largest_mb: float, lo_px: float = 6.0, hi_px: float = 40.0
+) -> np.ndarray:
+    """Marker diameters in pixels, proportional to the square root of the file size.
+
+    Args:
+        size_mb: file sizes in MB (scalar or array).
+        smallest_mb: size drawn at ``lo_px``; largest_mb: size drawn at ``hi_px``.
+        lo_px: smallest marker; hi_px: largest marker.
+    """
+    s = np.sqrt(np.clip(np.asarray(size_mb, dtype=float), smallest_mb, largest_mb))
+    lo, hi = math.sqrt(smallest_mb), math.sqrt(largest_mb)
+    if hi <= lo:
+        return np.full(s.shape, (lo_px + hi_px) / 2)
+    return lo_px + (s - lo) / (hi - lo) * (hi_px - lo_px)
+
+
+def weights_text(status: str, size_mb: float) -> str:
+    """Plain words for a weights status: ``"download 44.7 MB"``, ``"packaged (offline)"``, ..."""
+    return {
+        "download": f"download {size_mb:.1f} MB",
+        "packaged": "packaged (offline)",
+        "checkpoint": "checkpoint (local file)",
+    }.get(status, status)
+
+
+class ModelPicker(Panel):
+    """A speed/accuracy map of the catalog; click a point (or use the list) to load that model.
+
+    The x axis shows prediction time in ms/image on the session's device when *every* shown
+    model has been measured there (this session's measurements or the speed cache), and
+    GFLOPs per image otherwise: one axis never mixes the two units. Measuring the shown
+    models (the "Measure speed" button) switches the axis to time once the last one is done;
+    before that each point's hover already shows its measured time. Both axes are
+    logarithmic in x and linear in y (ImageNet top-1 %).
+
+    Trace 0 (``points_trace``) holds one point per shown model with its name in
+    ``customdata``; trace 1 (``highlight_trace``) rings the loaded model.
+
+    Args:
+        session: the shared session (a new one when omitted).
+        speed_batch_size: batch size used when timing models.
+    """
+
+    css_class = "tlw-model-picker"
+
+    def __init__(self, session: Session | None = None, speed_batch_size: int = 8, **kwargs: Any) -> None:
+        super().__init__(session, title="Choose a model", **kwargs)
+        self._lock = threading.RLock()
+        self._measured: dict[tuple[str, str], float] = {}
+        self.stop_event = threading.Event()
+        self.measure_thread: threading.Thread | None = None
+        self.x_mode = "gflops"
+        self._measuring = False
+        self._default = catalog.default_model()
+        self.catalog = catalog.list_models()
+        self.shown = self.catalog.iloc[:0]
+
+        self.note = widgets.HTML(f"<div style='font-size:90%;line-height:1.35'>{_NOTE}</div>")
+        families = sorted(self.catalog["family"].unique())
+        self.family = widgets.Dropdown(options=[_ALL, *families], value=_ALL, description="Family")
+        sizes = self.catalog["size_mb"]
+        self.max_size = widgets.FloatLogSlider(
+            value=float(sizes.max()), base=10, min=math.log10(max(float(sizes.min()), 0.1)),
+            max=math.log10(float(sizes.max())), step=0.01, description="Max MB", readout_format=".1f",
+        )
+        top1 = self.catalog["top1"].dropna()
+        self.min_top1 = widgets.FloatSlider(
+            value=math.floor(top1.min()) if len(top1) else 0.0, min=math.floor(top1.min()) if len(top1) else 0.0,
+            max=math.ceil(top1.max()) if len(top1) else 100.0, step=0.5, description="Min top-1 %",
+        )
+        self.offline_only = widgets.Checkbox(value=False, description="Weights available offline only", indent=False)
+        self.pretrained = widgets.Checkbox(value=True, description="Pretrained weights", indent=False)
+        self.model_dropdown = widgets.Dropdown(description="Model", layout=widgets.Layout(width="420px"))
+        self.load_button = widgets.Button(description="Load", button_style="primary", icon="download")
+        self.status_line = widgets.HTML("")
+        self.download_progress = widgets.IntProgress(
+            min=0, max=100, description="Download", layout=widgets.Layout(display="none")
+        )
+        self.measure_button = widgets.Button(description="Measure speed", icon="clock-o",
+                                             tooltip="Time the shown models on this machine")
+        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
+        self.batch_size = widgets.BoundedIntText(value=speed_batch_size, min=1, max=512, description="Batch",
+                                                 layout=widgets.Layout(width="140px"))
+        self.progress = widgets.IntProgress(min=0, max=1, value=0, layout=widgets.Layout(width="200px"))
+        self.progress_label = widgets.Label("")
+        self.sort_by = widgets.Dropdown(options=_SORTS, value="top1", description="Sort by")
+        self.table = widgets.HTML("")
+        self.fig = self._make_figure()
+        for w, cls in ((self.fig, "tlw-model-plot"), (self.model_dropdown, "tlw-model-dropdown"),
+                       (self.load_button, "tlw-load"), (self.measure_button, "tlw-measure"),
+                       (self.stop_button, "tlw-measure-stop"), (self.table, "tlw-model-table"),
+                       (self.pretrained, "tlw-pretrained"), (self.status_line, "tlw-picker-status")):
+            w.add_class(cls)
+
+        box = widgets.HBox
+        self.set_body(
+            self.note,
+            box([self.family, self.max_size, self.min_top1, self.offline_only], layout={"flex_flow": "row wrap"}),
+            self.fig,
+            box([self.model_dropdown, self.pretrained, self.load_button]),
+            self.status_line,
+            self.download_progress,
+            box([self.measure_button, self.stop_button, self.batch_size, self.progress, self.progress_label]),
+            self.sort_by,
+            box([self.table], layout={"max_height": "320px", "overflow": "auto"}),
+        )
+        for w in (self.family, self.max_size, self.min_top1, self.offline_only):
+            w.observe(self._on_filter_change, names="value")
+        self.sort_by.observe(self._on_filter_change, names="value")
+        self.load_button.on_click(self._on_load_click)
+        self.measure_button.on_click(self._on_measure_click)
+        self.stop_button.on_click(self._on_stop_click)
+        self.points_trace.on_click(self._on_point_click)
+        self.observe_session(self._on_spec_change, "spec")
+        self.observe_session(self._on_status_change, "status")
+        self.observe_session(lambda change: self.redraw(), "device")
+        self.redraw()
+        self._on_status_change({})
+
+    # ------------------------------------------------------------------ figure
+    def _make_figure(self) -> go.FigureWidget:
+        points = go.Scatter(name="models", mode="markers", hoverinfo="text",
+                            marker={"line": {"width": 0.5, "color": "white"}, "opacity": 0.85})
+        ring = go.Scatter(name="loaded", mode="markers", hoverinfo="skip",
+                          marker={"symbol": "circle-open", "color": "black", "line": {"width": 3}})
+        layout = go.Layout(
+            height=440, margin={"l": 60, "r": 20, "t": 30, "b": 50}, showlegend=False, hovermode="closest",
+            xaxis={"type": "log", "title": {"text": ""}}, yaxis={"title": {"text": "ImageNet top-1 accuracy (%)"}},
+            template="plotly_white",
+        )
+        return go.FigureWidget(data=[points, ring], layout=layout)
+
+    @property
+    def points_trace(self) -> Any:
+        """The scatter trace with one point per shown model (names in ``customdata``)."""
+        return self.fig.data[0]
+
+    @property
+    def highlight_trace(self) -> Any:
+        """The ring around the loaded model (empty when it is filtered out)."""
+        return self.fig.data[1]
+
+    # ------------------------------------------------------------------ data
+    def speed_of(self, name: str) -> float | None:
+        """Measured ms/image of ``name`` on the session's device, or ``None`` if not measured."""
+        device = self.session.device
+        if (device, name) in self._measured:
+            return self._measured[(device, name)]
+        row = self.catalog[self.catalog["name"] == name]
+        same_device = describe(device) == describe(best_device())  # list_models() times best_device()
+        if same_device and len(row) and not pd.isna(row["ms_per_image"].iloc[0]):
+            return float(row["ms_per_image"].iloc[0])
+        if same_device:
+            return None
+        value = speed.cached_speed(name, device)
+        return None if value is None else float(value)
+
+    def filtered(self) -> pd.DataFrame:
+        """The catalog rows passing the filters, with ``speed_ms`` (measured ms/image or NaN) and ``x``."""
+        df = self.catalog.copy()
+        if self.family.value != _ALL:
+            df = df[df["family"] == self.family.value]
+        df = df[df["size_mb"] <= self.max_size.value * 1.0001]
+        if self.min_top1.value > self.min_top1.min:
+            df = df[df["top1"] >= self.min_top1.value]
+        if self.offline_only.value:
+            df = df[df["weights"].isin(_OFFLINE)]
+        speeds = [self.speed_of(n) for n in df["name"]]
+        df = df.assign(speed_ms=np.array([np.nan if v is None else v for v in speeds], dtype=float))
+        timed = len(df) > 0 and bool(df["speed_ms"].notna().all())
+        self.x_mode = "time" if timed else "gflops"
+        return df.assign(x=df["speed_ms"] if timed else df["gflops"]).reset_index(drop=True)
+
+    def refresh(self) -> None:
+        """Re-read the catalog (weights now cached, new checkpoints) and redraw."""
+        self.catalog = catalog.list_models()
+        families = [_ALL, *sorted(self.catalog["family"].unique())]
+        largest = float(self.catalog["size_mb"].max())
+        if math.log10(largest) > self.max_size.max:
+            at_max = self.max_size.value >= 10**self.max_size.max * 0.9999
+            self.max_size.max = math.log10(largest)
+            if at_max:
+                self.max_size.value = largest
+        if list(self.family.options) != families:
+            keep = self.family.value if self.family.value in families else _ALL
+            self.family.options = families
+            self.family.value = keep
+        self.redraw()
+
+    def redraw(self, dropdown: bool = True) -> None:
+        """Redraw scatter, highlight, table and (optionally) the model list from filters and session."""
+        with self._lock:
+            self.shown = df = self.filtered()
+            cat = self.catalog
+            families = sorted(cat["family"].unique())
+            palette = plotly.colors.qualitative.Dark24
+            colour = {f: palette[i % len(palette)] for i, f in enumerate(families)}
+            sizes = marker_size(df["size_mb"], float(cat["size_mb"].min()), float(cat["size_mb"].max()))
+            device = describe(self.session.device)
+            title = (f"Prediction time on {device} (ms/image, log)" if self.x_mode == "time"
+                     else "GFLOPs per image (not yet measured here; log)")
+            current = self.session.spec.name if self.session.spec is not None else None
+            here = df[df["name"] == current]
+            with self.fig.batch_update():
+                t = self.points_trace
+                t.x = df["x"].to_numpy(float)
+                t.y = df["top1"].to_numpy(float)
+                t.customdata = df["name"].to_numpy(object)
+                t.hovertext = [self._hover(r) for r in df.itertuples()]
+                t.marker.size = sizes
+                t.marker.color = [colour[f] for f in df["family"]]
+                t.marker.symbol = ["diamond" if w in _OFFLINE else "circle" for w in df["weights"]]
+                h = self.highlight_trace
+                h.x = here["x"].to_numpy(float)
+                h.y = here["top1"].to_numpy(float)
+                h.customdata = here["name"].to_numpy(object)
+                h.marker.size = sizes[here.index.to_numpy()] + 10 if len(here) else []
+                self.fig.layout.xaxis.title.text = title
+            self.table.value = self._table_html(df, current)
+            if dropdown:
+                self._fill_dropdown(df, current)
+
+    def _hover(self, r: Any) -> str:
+        top1 = "n/a" if pd.isna(r.top1) else f"{r.top1:.1f}%"
+        timed = "not measured here" if pd.isna(r.speed_ms) else f"{r.speed_ms:.2f} ms/image"
+        return (f"<b>{html.escape(r.name)}</b> ({html.escape(r.family)})<br>top-1: {top1}<br>"
+                f"params: {r.params_m:.1f} M · size: {r.size_mb:.1f} MB<br>"
+                f"speed: {timed} · {r.gflops:.2f} GFLOPs<br>weights: {weights_text(r.weights, r.size_mb)}")
+
+    def _fill_dropdown(self, df: pd.DataFrame, current: str | None) -> None:
+        rows = df.sort_values(["family", "name"])
+        options = [(f"{r.family} — {r.name}", r.name) for r in rows.itertuples()]
+        keep = self.model_dropdown.value
+        self.model_dropdown.options = options
+        names = [v for _, v in options]
+        for pick in (keep, current, self._default):
+            if pick in names:
+                self.model_dropdown.value = pick
+                break
+        self._on_status_change({})
+
+    def _table_html(self, df: pd.DataFrame, current: str | None) -> str:
+        key = self.sort_by.value
+        if key == "speed":
+            df = df.sort_values(["x", "name"])
+        elif key == "name":
+            df = df.sort_values("name")
+        else:
+            df = df.sort_values([key, "name"], ascending=[key != "top1", True], na_position="last")
+        xhead = "ms/image" if self.x_mode == "time" else "GFLOPs"
+        head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in
+                       ("Model", "Family", "Top-1 %", xhead, "Size MB", "Params M", "Weights"))
+        rows = []
+        for r in df.itertuples():
+            style = " style='font-weight:bold;background:#eef5ff'" if r.name == current else ""
+            top1 = "" if pd.isna(r.top1) else f"{r.top1:.1f}"
+            cells = (r.name, r.family, top1, f"{r.x:.3g}", f"{r.size_mb:.1f}", f"{r.params_m:.1f}",
+                     weights_text(r.weights, r.size_mb))
+            rows.append(f"<tr{style}>" + "".join(f"<td style='padding:1px 8px'>{html.escape(c)}</td>"
+                                                 for c in cells) + "</tr>")
+        if not rows:
+            return "<i>No model passes these filters: loosen them.</i>"
+        return f"<table style='border-collapse:collapse;font-size:90%'><tr>{head}</tr>{''.join(rows)}</table>"
+
+    # ------------------------------------------------------------------ loading
+    def select(self, name: str, reload: bool = False) -> bool:
+        """Load catalog model ``name`` into the session (weights per the "Pretrained" box).
+
+        Errors (no internet, unknown name, training running) show in the error area and
+        the previous model stays. Returns True when ``name`` is the loaded model afterwards.
+        ``reload=False`` keeps an already loaded model as it is (a stray click must not
+        throw away a trained head).
+        """
+        spec = self.session.spec
+        if spec is not None and spec.name == name and not reload:
+            self.status_line.value = f"{html.escape(name)} is already loaded (press Load to load it afresh)."
+            return True
+        pretrained = bool(self.pretrained.value)
+        what = "pretrained weights" if pretrained else "random weights"
+        self.status_line.value = f"&#8987; Loading {html.escape(name)} ({what})…"
+        self.load_button.disabled = True
+        self._last_pct = -1
+        try:
+            self.session.load_model(name, pretrained=pretrained, progress=self._on_download_progress)
+        except Exception as exc:  # noqa: BLE001 - shown in plain words; the session keeps its model
+            self.show_error(exc)
+            self.status_line.value = f"Could not load {html.escape(name)}; the previous model stays."
+            return False
+        finally:
+            self.download_progress.layout.display = "none"
+            self._on_status_change({})
+        self.clear_error()
+        self.status_line.value = html.escape(self.session.message)
+        return True
+
+    def _on_download_progress(self, done: int, total: int) -> None:
+        pct = int(100 * done / total) if total else 0
+        if pct != self._last_pct:
+            self._last_pct = pct
+            self.download_progress.layout.display = None
+            self.download_progress.value = pct
+
+    def _on_point_click(self, trace: Any, points: Any, state: Any) -> None:
+        # Plotly dispatches every click to every trace; only this trace's points matter.
+        if points is None or not points.point_inds:
+            return
+        name = str(trace.customdata[points.point_inds[0]])
+        self.select(name)
+
+    @guarded
+    def _on_load_click(self, _button: widgets.Button) -> None:
+        if self.model_dropdown.value:
+            self.select(self.model_dropdown.value, reload=True)
+
+    # ------------------------------------------------------------------ speed
+    def measure(self, names: Iterable[str] | None = None) -> dict[str, float]:
+        """Time models one by one on the session's device (blocking); default: the shown ones.
+
+        Stops between models once ``stop_event`` is set. Results go to the speed cache
+        and onto the plot as each arrives. Returns ``{name: ms_per_image}`` of those timed.
+        """
+        todo: Sequence[str] = list(self.shown["name"] if names is None else names)
+        device = self.session.device
+        done: dict[str, float] = {}
+        failed: list[str] = []
+        self._measuring = True
+        self.measure_button.disabled = True
+        self.stop_button.disabled = False
+        self.progress.max, self.progress.value = max(len(todo), 1), 0
+        try:
+            for i, name in enumerate(todo):
+                if self.stop_event.is_set():
+                    self.progress_label.value = f"Stopped after {i} of {len(todo)} models."
+                    break
+                self.progress_label.value = f"Timing {name} ({i + 1}/{len(todo)})…"
+                try:
+                    result = speed.measure_speed(name, device, batch_size=int(self.batch_size.value))
+                except Exception as exc:  # noqa: BLE001 - one failing model must not end the run
+                    failed.append(f"{name} ({type(exc).__name__}: {exc})")
+                else:
+                    done[name] = self._measured[(device, name)] = float(result["ms_per_image"])
+                self.progress.value = i + 1
+                self.redraw(dropdown=False)
+            else:
+                self.progress_label.value = f"Timed {len(done)} models on {describe(device)}."
+        finally:
+            self._measuring = False
+            self.stop_event.clear()
+            self.stop_button.disabled = True
+            self._on_status_change({})
+        if failed:
+            self.show_error("Could not time: " + "; ".join(failed))
+        return done
+
+    def start_measure(self, names: Iterable[str] | None = None) -> threading.Thread:
+        """Run :meth:`measure` in a background thread so Stop stays clickable; returns the thread."""
+        if self.measure_thread is not None and self.measure_thread.is_alive():
+            return self.measure_thread
+        self.stop_event.clear()
+        todo = list(self.shown["name"] if names is None else names)
+
+        def run() -> None:
+            try:
+                self.measure(todo)
+            except Exception as exc:  # noqa: BLE001 - errors of the thread reach the panel
+                self.show_error(exc)
+
+        self.measure_thread = threading.Thread(target=run, name="tlwidgets-measure", daemon=True)
+        self.measure_thread.start()
+        return self.measure_thread
+
+    def stop_measure(self) -> None:
+        """Ask a running measurement to stop after the current model."""
+        self.stop_event.set()
+
+    @guarded
+    def _on_measure_click(self, _button: widgets.Button) -> None:
+        self.clear_error()
+        self.start_measure()
+
+    def _on_stop_click(self, _button: widgets.Button) -> None:
+        self.stop_measure()
+        self.progress_label.value = "Stopping after the current model…"
+
+    # ------------------------------------------------------------------ session
+    @guarded
+    def _on_filter_change(self, _change: dict) -> None:
+        self.redraw()
+
+    def _on_spec_change(self, change: dict) -> None:
+        spec = self.session.spec
+        if spec is not None and spec.name not in set(self.catalog["name"]):
+            self.refresh()  # a newly registered checkpoint
+        else:
+            self.catalog = catalog.list_models()  # weights may have just been downloaded
+            self.redraw()
+        if spec is not None and spec.name in [v for _, v in self.model_dropdown.options]:
+            self.model_dropdown.value = spec.name
+
+    def _on_status_change(self, _change: dict) -> None:
+        busy = self.session.status != "idle"
+        hint = "Training is running: stop it to change the model." if busy else ""
+        self.load_button.disabled = busy or not self.model_dropdown.value
+        self.load_button.tooltip = hint or "Load the chosen model into the session"
+        self.measure_button.disabled = busy or self._measuring
+        self.measure_button.tooltip = hint or "Time the shown models on this machine"
