@@ -82,6 +82,21 @@ def test_click_on_point_loads_model_and_highlights_it(picker: ModelPicker, sessi
     assert session.model is model
 
 
+def test_click_message_from_the_front_end_loads_model(picker: ModelPicker, session: Session) -> None:
+    """The path a browser click takes: one message, dispatched to every trace of the figure."""
+    trace = picker.points_trace
+    k = list(trace.customdata).index("squeezenet1_1")
+    message = {
+        "event_type": "plotly_click",
+        "points": {"xs": [trace.x[k]], "ys": [trace.y[k]], "point_indexes": [k], "trace_indexes": [0]},
+        "device_state": {"button": 0, "buttons": 1, "ctrl": False, "alt": False, "shift": False, "meta": False},
+        "selector": None,
+    }
+    picker.fig._handler_js2py_pointsCallback({"new": message})
+    assert session.spec.name == "squeezenet1_1"
+    assert picker.last_error == ""
+
+
 def test_packaged_model_loads_pretrained_offline(picker: ModelPicker, session: Session) -> None:
     picker.pretrained.value = True
     assert picker.select("efficientnet_lite0")

@@ -324,7 +324,8 @@ class ModelPicker(Panel):
             self.session.load_model(name, pretrained=pretrained, progress=self._on_download_progress)
         except Exception as exc:  # noqa: BLE001 - shown in plain words; the session keeps its model
             self.show_error(exc)
-            self.status_line.value = f"Could not load {html.escape(name)}; the previous model stays."
+            kept = "the previous model stays" if self.session.model is not None else "no model is loaded yet"
+            self.status_line.value = f"Could not load {html.escape(name)}; {kept}."
             return False
         finally:
             self.download_progress.layout.display = "none"
@@ -340,6 +341,7 @@ class ModelPicker(Panel):
             self.download_progress.layout.display = None
             self.download_progress.value = pct
 
+    @guarded
     def _on_point_click(self, trace: Any, points: Any, state: Any) -> None:
         # Plotly dispatches every click to every trace; only this trace's points matter.
         if points is None or not points.point_inds:
