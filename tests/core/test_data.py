@@ -180,11 +180,14 @@ def test_decompression_bombs_and_unreadable_files_are_skipped(tmp_path: Path, mo
 def test_symlink_loops_and_broken_links_do_not_hang(tmp_path: Path) -> None:
     root = _classes_folder(tmp_path / "imgs", {"a": 2, "b": 2})
     os.symlink(root / "a", root / "a" / "loop")
+    os.symlink(root, root / "b" / "up")  # back to the root: must not pull class a into b
     os.symlink(tmp_path / "nowhere.jpg", root / "b" / "dangling.jpg")
     classes, samples, skipped = D.scan_folder(root)
     reasons = dict(skipped)
     assert classes == ["a", "b"] and len(samples) == 4
+    assert all(Path(s.path).parent.name == classes[s.label] for s in samples)
     assert reasons[str(root / "a" / "loop")] == "folder already scanned (symbolic link loop)"
+    assert reasons[str(root / "b" / "up")] == "folder already scanned (symbolic link loop)"
     assert reasons[str(root / "b" / "dangling.jpg")] == "broken symbolic link"
 
 
@@ -211,6 +214,8 @@ def test_missing_source_and_plain_file_are_errors(tmp_path: Path) -> None:
     (tmp_path / "file.csv").write_text("a,b")
     with pytest.raises(DataError, match="not a folder or a supported archive"):
         D.load_data(tmp_path / "file.csv")
+    with pytest.raises(DataError, match="source=42 is not a folder"):
+        D.load_data(42)
 
 
 # ---------------------------------------------------------------------------- splits
@@ -280,6 +285,7 @@ def test_summary_html_and_bundle_datasets(image_folder: Path) -> None:
     assert "24 images in 3 classes" in text and "18 for training, 6 for validation" in text
     assert "<table" in bundle.report._repr_html_()
     assert bundle.report.image_sizes.loc["median"].tolist() == [32, 32]
+    assert "All images are 32x32 pixels." in text
     train_ds, val_ds = bundle.datasets()
     image, label = train_ds[0]
     assert isinstance(image, Image.Image) and image.mode == "RGB" and label == bundle.train[0].label

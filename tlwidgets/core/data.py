@@ -100,8 +100,10 @@ class ScanReport:
                 f"Smallest class {totals.idxmin()!r} has {totals.min()} images, "
                 f"largest {totals.idxmax()!r} {totals.max()}."
             )
-        if len(self.image_sizes):
-            w, h = self.image_sizes["width"], self.image_sizes["height"]
+        w, h = self.image_sizes.get("width"), self.image_sizes.get("height")
+        if len(self.image_sizes) and w["min"] == w["max"] and h["min"] == h["max"]:
+            parts.append(f"All images are {w['min']}x{h['min']} pixels.")
+        elif len(self.image_sizes):
             parts.append(
                 f"Image sizes: width {w['min']}-{w['max']} (median {w['median']}), "
                 f"height {h['min']}-{h['max']} (median {h['median']}) pixels."
@@ -217,14 +219,21 @@ def load_data(
     if max_per_class is not None and (isinstance(max_per_class, bool) or int(max_per_class) != max_per_class
                                       or max_per_class < 1):
         raise DataError(f"max_per_class={max_per_class!r} must be a positive whole number or None.")
-    text = os.fspath(source)
+    try:
+        text = os.fspath(source)
+    except TypeError:
+        raise DataError(
+            f"source={source!r} is not a folder, archive path or dataset name; pass e.g. a folder "
+            "path, 'demo' or 'torchvision:CIFAR10'."
+        ) from None
     path = Path(text).expanduser()
+    is_tv = text.lower().startswith("torchvision:")
     if text.strip().lower() in ("demo", "demo:digits"):
         limit = max_per_class or sources.DEMO_MAX_PER_CLASS
         folder = sources.demo_folder(limit, progress)
         return _from_folder(folder, "demo", "demo:digits", val_fraction, seed, limit, progress)
-    if text.startswith("torchvision:") or (not path.exists() and sources.torchvision_name(text)):
-        name = text.split(":", 1)[1] if text.startswith("torchvision:") else text
+    if is_tv or (not path.exists() and sources.torchvision_name(text)):
+        name = text.split(":", 1)[1] if is_tv else text
         folder, has_val = sources.torchvision_folder(name, root, download, max_per_class, progress)
         layout = f"torchvision:{folder.name}"
         if has_val:

@@ -155,11 +155,13 @@ def extract_archive(archive: str | os.PathLike[str]) -> Path:
         tmp.mkdir()
         try:
             _extract(archive, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if tmp.exists():  # another process won the race; use its copy
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+        finally:
+            # Nothing is left behind on failure, nor when another process extracted it first.
             shutil.rmtree(tmp, ignore_errors=True)
     return _descend_single_folder(target)
 

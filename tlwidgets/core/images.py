@@ -183,8 +183,9 @@ def _skip_reason_by_name(name: str) -> str | None:
     return f"not an image (extension {ext})" if ext else "not an image (no file extension)"
 
 
-def _walk_class(folder: str, skipped: list[tuple[str, str]]) -> list[str]:
+def _walk_class(folder: str, root: str, skipped: list[tuple[str, str]]) -> list[str]:
     """Files under one class folder (sub-folders included), sorted; loops through links are cut."""
+    root_real = os.path.realpath(root)
     files: list[str] = []
     stack = [folder]
     seen: set[tuple[int, int]] = set()
@@ -212,8 +213,12 @@ def _walk_class(folder: str, skipped: list[tuple[str, str]]) -> list[str]:
             except OSError:
                 is_dir = is_file = False
             if is_dir:
+                real = os.path.realpath(entry.path) if entry.is_symlink() else ""
                 if is_hidden(entry.name):
                     skipped.append((entry.path, "hidden folder"))
+                elif real and (real == root_real or root_real.startswith(real + os.sep)):
+                    # A link back to the scanned folder would pull other classes' images in.
+                    skipped.append((entry.path, "folder already scanned (symbolic link loop)"))
                 else:
                     stack.append(entry.path)
             elif is_file:
@@ -279,7 +284,7 @@ def _scan(
     per_class: list[tuple[str, list[str]]] = []
     for name in dirs:
         candidates = []
-        for path in _walk_class(str(root / name), skipped):
+        for path in _walk_class(str(root / name), str(root), skipped):
             reason = _skip_reason_by_name(os.path.basename(path))
             if reason is None:
                 candidates.append(path)
