@@ -1,0 +1,404 @@
+"""The training loop: TrainConfig, Callback hooks, History and the Trainer.
+
+The loop knows nothing of widgets; live views subscribe through :class:`Callback`.
+:meth:`Trainer.request_stop` may be called from any thread (a Stop button): the flag is
+checked after every batch, so a run ends within one batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from tlwidgets.core.device import autocast_dtype, best_device
+from tlwidgets.core.errors import DataError, TrainingError
+from tlwidgets.core.evaluation import logits_of
+from tlwidgets.core.layers import param_groups, set_bn_eval
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("onecycle", "cosine", "step", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BATCH_COLUMNS = ("epoch", "batch", "step", "loss", "acc", "lr", "images_per_s")
+EPOCH_COLUMNS = ("epoch", "loss", "acc", "val_loss", "val_acc", "lr", "time_s")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one call to :meth:`Trainer.fit`.
+
+    ``channels_last=None`` converts models with Conv2d layers to channels-last memory
+    format on CPU and CUDA (faster with oneDNN and tensor cores); ``max_batches_per_epoch``
+    caps every epoch (a fast mode for notebooks and tests).
+    """
+
+    epochs: int = 5
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "onecycle"
+    step_size: int = 1
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    seed: int = 0
+    num_workers: int = 0
+    precision: str = "auto"
+    max_batches_per_epoch: int | None = None
+    channels_last: bool | None = None
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field, its value and what is allowed."""
+        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"TrainConfig.{name}={value!r} is not one of {', '.join(map(repr, allowed))}.")
+        ints = {"epochs": 1, "batch_size": 1, "step_size": 1, "num_workers": 0, "seed": 0}
+        if self.max_batches_per_epoch is not None:
+            ints["max_batches_per_epoch"] = 1
+        for name, low in ints.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"TrainConfig.{name}={value!r} must be an integer >= {low}"
+                                 + (" (or None)." if name == "max_batches_per_epoch" else "."))
+        # name: (allowed range as text, test)
+        ranges = {
+            "lr": ("> 0", lambda v: v > 0),
+            "momentum": (">= 0 and < 1", lambda v: 0 <= v < 1),
+            "weight_decay": (">= 0", lambda v: v >= 0),
+            "gamma": ("> 0 and <= 1", lambda v: 0 < v <= 1),
+            "label_smoothing": (">= 0 and < 1", lambda v: 0 <= v < 1),
+        }
+        for name, (text, test) in ranges.items():
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not (number and test(value)):
+                raise ValueError(f"TrainConfig.{name}={value!r} must be a finite number {text}.")
+        if self.channels_last not in (None, True, False):
+            raise ValueError(f"TrainConfig.channels_last={self.channels_last!r} must be None, True or False.")
+
+
+class Callback:
+    """Base class of training observers; every hook is a no-op."""
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Called once before the first epoch."""
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        """Called before the first batch of ``epoch`` (1-based)."""
+
+    def on_batch_end(self, trainer: Trainer, batch: int, logs: dict) -> None:
+        """Called after each optimizer step; ``logs`` holds loss, acc, lr, epoch, batch, step, images_per_s."""
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
+        """Called after validation; ``logs`` holds loss, acc, val_loss, val_acc, lr, epoch, time_s."""
+
+    def on_fit_end(self, trainer: Trainer, history: History) -> None:
+        """Called once at the end, also after a stop or an error."""
+
+    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
+        """Called when training raises, before the exception propagates."""
+
+
+_HOOKS = ("on_fit_start", "on_epoch_start", "on_batch_end", "on_epoch_end", "on_fit_end", "on_exception")
+
+
+class LambdaCallback(Callback):
+    """A callback made of functions: ``LambdaCallback(on_batch_end=lambda trainer, batch, logs: ...)``."""
+
+    def __init__(self, **hooks: Callable[..., Any]) -> None:
+        unknown = sorted(set(hooks) - set(_HOOKS))
+        if unknown:
+            raise ValueError(f"Unknown callback hook(s) {', '.join(unknown)}; use {', '.join(_HOOKS)}.")
+        for name, fn in hooks.items():
+            setattr(self, name, fn)
+
+
+@dataclass
+class History:
+    """What one or more fits recorded: per-batch and per-epoch log dicts."""
+
+    batches: list[dict] = field(default_factory=list)
+    epochs: list[dict] = field(default_factory=list)
+    stopped: bool = False
+    config: dict = field(default_factory=dict)
+
+    def batch_frame(self) -> pd.DataFrame:
+        """Per-batch logs as a DataFrame (columns even when empty)."""
+        return pd.DataFrame.from_records(self.batches, columns=list(BATCH_COLUMNS))
+
+    def epoch_frame(self) -> pd.DataFrame:
+        """Per-epoch logs as a DataFrame (columns even when empty)."""
+        return pd.DataFrame.from_records(self.epochs, columns=list(EPOCH_COLUMNS))
+
+    def extend(self, other: History) -> History:
+        """A new History: this one followed by ``other`` with epochs and steps renumbered."""
+        epoch0 = self.epochs[-1]["epoch"] if self.epochs else 0
+        step0 = self.batches[-1]["step"] if self.batches else 0
+        batches = [dict(b, epoch=b["epoch"] + epoch0, step=b["step"] + step0) for b in other.batches]
+        epochs = [dict(e, epoch=e["epoch"] + epoch0) for e in other.epochs]
+        return History(
+            batches=[dict(b) for b in self.batches] + batches,
+            epochs=[dict(e) for e in self.epochs] + epochs,
+            stopped=other.stopped,
+            config=dict(other.config),
+        )
+
+
+class Trainer:
+    """Fits a classifier with cross-entropy, honouring frozen layers and LR factors.
+
+    Args:
+        model: the model (moved to ``device``; left in eval mode after :meth:`fit`).
+        train_ds: any Dataset of ``(image tensor, int label)`` pairs.
+        val_ds: the validation Dataset, or ``None`` (``val_loss``/``val_acc`` are then NaN).
+        config: hyper-parameters.
+        device: where to train; ``None`` picks :func:`~tlwidgets.core.device.best_device`.
+        lr_factors: ``{layer name prefix: factor}`` (see :func:`tlwidgets.core.layers.param_groups`);
+            ``None`` trains every unfrozen layer at ``config.lr``.
+        callbacks: observers, called in order.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_ds: Dataset,
+        val_ds: Dataset | None,
+        config: TrainConfig,
+        device: torch.device | str | None = None,
+        lr_factors: Mapping[str, float] | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.model = model
+        self.train_ds = train_ds
+        self.val_ds = val_ds
+        self.config = config
+        self.device = torch.device(device) if device is not None else best_device()
+        self.lr_factors = None if lr_factors is None else dict(lr_factors)
+        self.callbacks = list(callbacks)
+        self.history = History(config=asdict(config))
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: Any = None
+        self.epoch = self.batch = self.step = 0
+        self._stop = threading.Event()
+
+    # -- control ---------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the running fit to end after the current batch (thread-safe)."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once :meth:`request_stop` was called and the fit has not ended yet."""
+        return self._stop.is_set()
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    # -- setup -----------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg = self.config
+        if len(self.train_ds) == 0:
+            raise DataError("The training set is empty; add images or lower the validation fraction.")
+        self.model.to(self.device)
+        use_cl = cfg.channels_last
+        if use_cl is None:  # oneDNN and tensor cores prefer NHWC convolutions
+            use_cl = self.device.type in ("cpu", "cuda") and any(isinstance(m, nn.Conv2d) for m in self.model.modules())
+        self._channels_last = bool(use_cl)
+        if self._channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self._amp_dtype = autocast_dtype(self.device, cfg.precision)
+        torch.manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        kw = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "pin_memory": self.device.type == "cuda"}
+        self.train_loader = DataLoader(self.train_ds, shuffle=True, generator=generator, drop_last=False, **kw)
+        has_val = self.val_ds is not None and len(self.val_ds) > 0
+        self.val_loader = DataLoader(self.val_ds, shuffle=False, **kw) if has_val else None
+        self.steps_per_epoch = len(self.train_loader)
+        if cfg.max_batches_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_batches_per_epoch)
+        groups = param_groups(self.model, cfg.lr, self.lr_factors)
+        if not groups:
+            raise TrainingError("Nothing to train: every layer is frozen. Unfreeze the head or some layers first.")
+        self.optimizer = self._make_optimizer(groups)
+        self.scheduler = self._make_scheduler()
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self._scaler = None
+        if self.device.type == "cuda" and self._amp_dtype == torch.float16:
+            self._scaler = torch.amp.GradScaler("cuda")
+
+    def _make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
+        cfg = self.config
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _make_scheduler(self) -> Any:
+        cfg, opt = self.config, self.optimizer
+        total = cfg.epochs * self.steps_per_epoch
+        if cfg.schedule == "onecycle":
+            kw: dict[str, Any] = {}
+            if cfg.optimizer == "sgd":
+                # cycling momentum needs momentum; keep the user's value as the maximum
+                kw = {"cycle_momentum": cfg.momentum > 0, "max_momentum": cfg.momentum,
+                      "base_momentum": min(0.85, cfg.momentum)}
+            return torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=max(total, 1), **kw
+            )
+        if cfg.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
+        if cfg.schedule == "step":
+            return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+        return None
+
+    # -- the loop --------------------------------------------------------------------
+    def fit(self) -> History:
+        """Train for ``config.epochs`` epochs (or until :meth:`request_stop`).
+
+        Setup errors (bad config, empty data, nothing trainable) raise before any hook
+        runs. Once ``on_fit_start`` has run, ``on_fit_end`` always runs, and errors go to
+        ``on_exception`` before they propagate.
+
+        Returns:
+            The History of this fit; a partial epoch cut by a stop is left out of
+            ``epochs`` (its batches stay in ``batches``) and ``stopped`` is True.
+
+        Raises:
+            TrainingError: the loss became NaN or infinite.
+        """
+        self.config.validate()
+        self._setup()
+        self.history = history = History(config=asdict(self.config))
+        self.epoch = self.batch = self.step = 0
+        try:
+            self._call("on_fit_start")
+            for epoch in range(1, self.config.epochs + 1):
+                if self._stop.is_set() or not self._run_epoch(epoch, self._train_batches()):
+                    history.stopped = True
+                    break
+        except BaseException as exc:
+            self._call("on_exception", exc)
+            raise
+        finally:
+            self.model.eval()
+            self._stop.clear()
+            self._call("on_fit_end", history)
+        return history
+
+    def _train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This epoch's training batches; a feature cache can replace this iterable."""
+        return itertools.islice(self.train_loader, self.steps_per_epoch)
+
+    def _current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
+
+    def _inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True)
+        if self._channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, torch.as_tensor(y).to(self.device, non_blocking=True)
+
+    def _run_epoch(self, epoch: int, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+        """Train on ``batches`` then validate; False when a stop request cut the epoch."""
+        self.epoch = epoch
+        self.model.train()
+        set_bn_eval(self.model)
+        self._call("on_epoch_start", epoch)
+        start = tick = time.perf_counter()
+        loss_sum, correct_sum, seen = 0.0, 0, 0
+        lr = self._current_lr()
+        for batch, (x, y) in enumerate(batches, 1):
+            self.batch = batch
+            lr = self._current_lr()
+            loss, correct, n = self._train_step(x, y)
+            self.step += 1
+            loss_sum, correct_sum, seen = loss_sum + loss * n, correct_sum + correct, seen + n
+            now = time.perf_counter()
+            logs = {"epoch": epoch, "batch": batch, "step": self.step, "loss": loss, "acc": correct / n,
+                    "lr": lr, "images_per_s": n / max(now - tick, 1e-9)}
+            self.history.batches.append(logs)
+            self._call("on_batch_end", batch, dict(logs))
+            tick = time.perf_counter()
+            if self._stop.is_set():
+                return False
+        val = self._validate()
+        if val is None:
+            return False
+        if self.config.schedule == "step":
+            self.scheduler.step()
+        logs = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "acc": correct_sum / max(seen, 1),
+                "val_loss": val[0], "val_acc": val[1], "lr": lr, "time_s": time.perf_counter() - start}
+        self.history.epochs.append(logs)
+        self._call("on_epoch_end", epoch, dict(logs))
+        return True
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
+        """One optimizer step; returns (mean loss, correct predictions, batch size).
+
+        The loss is checked before the backward pass, so a NaN/inf loss leaves the
+        weights exactly as they were.
+        """
+        x, y = self._inputs(x, y)
+        with self._autocast():
+            out = self.model(x)
+        logits = logits_of(out).float()
+        loss = self.criterion(logits, y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"loss became {value} at epoch {self.epoch} batch {self.batch}; lower the learning rate "
+                f"(now {self.config.lr:g}) or check the images for invalid values. The weights are those "
+                "from before this step."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._scaler is not None:
+            self._scaler.scale(loss).backward()
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        if self.scheduler is not None and self.config.schedule != "step":
+            self.scheduler.step()
+        correct = int((logits.detach().argmax(1) == y).sum().item())
+        return value, correct, int(y.shape[0])
+
+    def _validate(self) -> tuple[float, float] | None:
+        """Mean loss and accuracy on the validation set; None when a stop interrupted it."""
+        if self.val_loader is None:
+            return math.nan, math.nan
+        self.model.eval()
+        loss_sum, correct, seen = 0.0, 0, 0
+        smoothing = self.config.label_smoothing
+        with torch.no_grad():
+            for x, y in self.val_loader:
+                if self._stop.is_set():
+                    return None
+                x, y = self._inputs(x, y)
+                with self._autocast():
+                    out = self.model(x)
+                logits = logits_of(out).float()
+                loss = nn.functional.cross_entropy(logits, y, label_smoothing=smoothing, reduction="sum")
+                loss_sum += loss.item()
+                correct += int((logits.argmax(1) == y).sum().item())
+                seen += int(y.shape[0])
+        return loss_sum / seen, correct / seen
