@@ -93,7 +93,6 @@ class Session(traitlets.HasTraits):
         self.augment = data_mod.Augment()
         self._lock = threading.RLock()
         self._trainer: training.Trainer | None = None
-        self._history_model_version = -1
         self._subscribers: dict[str, list[Callable[..., Any]]] = {name: [] for name in _EVENTS}
 
     # ------------------------------------------------------------------ events
@@ -170,7 +169,6 @@ class Session(traitlets.HasTraits):
             self.lr_factors = {}
             self.history = None
             self.last_eval = None
-            self._history_model_version = -1
             self._refresh_transforms()
             self.model_version += 1
             source = "pretrained" if pretrained else "random"
@@ -320,7 +318,6 @@ class Session(traitlets.HasTraits):
                 self.classes = tuple(str(i) for i in range(num_classes))
             self.history = None
             self.last_eval = None
-            self._history_model_version = -1
             self._after_freeze_change()
             self.message = f"New head: {num_classes} classes ({spec.path})."
             return spec
@@ -385,10 +382,9 @@ class Session(traitlets.HasTraits):
             with self._lock:
                 self._trainer = None
                 self.status = "idle"
-        if self.history is not None and self._history_model_version == self.model_version:
+        if self.continues_history:
             history = self.history.extend(history)
         self.model_version += 1
-        self._history_model_version = self.model_version
         self.history = history
         last = history.epochs[-1] if history.epochs else {}
         val = last.get("val_acc")
@@ -397,6 +393,15 @@ class Session(traitlets.HasTraits):
             + (f"; validation accuracy {val:.1%}." if val is not None and val == val else ".")
         )
         return history
+
+    @property
+    def continues_history(self) -> bool:
+        """True when the next fit extends the current history (same model and head).
+
+        A new model or a new head starts a new history; freezing, unfreezing and
+        option changes do not, so "train the head, then fine-tune" is one history.
+        """
+        return self.history is not None
 
     def request_stop(self) -> None:
         """Ask a running fit to stop after the current batch (safe from any thread)."""

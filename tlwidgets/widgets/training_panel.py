@@ -305,10 +305,7 @@ class TrainingPanel(Panel):
             self._sync_buttons()
             self.progress.value = "Starting…"
             # The curves continue when the fit will continue the model's history.
-            continues = self.session.history is not None and getattr(
-                self.session, "_history_model_version", None
-            ) == self.session.model_version
-            self.live.load_history(self.session.history if continues else None)
+            self.live.load_history(self.session.history if self.session.continues_history else None)
             self.thread = threading.Thread(target=self._run, name="tlwidgets-train", daemon=True)
             self.thread.start()
             return self.thread
