@@ -106,6 +106,7 @@ def test_messy_folder_keeps_every_good_image_and_explains_every_skip(tmp_path: P
     assert not any(p.startswith(str(tmp_path / "messy" / ".ipynb_checkpoints") + os.sep) for p in skipped)
     assert not good & set(skipped)
     assert list(bundle.report.counts.columns) == ["train", "val", "total"]
+    assert all(str(t) == "int64" for t in bundle.report.counts.dtypes)
     assert bundle.report.counts.loc["cats"].tolist() == [5, 1, 6]
     assert bundle.report.counts.loc["dogs"].tolist() == [9, 2, 11]
 
@@ -253,6 +254,13 @@ def test_val_fraction_is_validated_and_zero_means_no_validation(image_folder: Pa
     bundle = D.load_data(image_folder, val_fraction=0)
     assert bundle.val == [] and len(bundle.train) == 24
     assert bundle.report.counts["val"].tolist() == [0, 0, 0]
+
+
+def test_progress_reports_every_checked_file(image_folder: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    D.load_data(image_folder, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (24, 24)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and {t for _, t in calls} == {24}
 
 
 def test_max_per_class_keeps_the_first_files(image_folder: Path) -> None:
