@@ -221,6 +221,8 @@ class HeadEditor(Panel):
 
     def close(self) -> None:
         """Close the panel's widgets with their Layout and style models; detach from the session."""
+        if self.comm is None:  # already closed (ipywidgets calls close() again from __del__)
+            return
         owned = [self.hint, self.current, self.num_classes, self.dropout, self.hidden, self.freeze_backbone,
                  self.replace_button, self.preview, self._sizes, self._title, self.error_area]
         parts = [getattr(w, attr) for w in (*owned, self) for attr in ("layout", "style") if w.has_trait(attr)]

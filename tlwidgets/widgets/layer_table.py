@@ -478,6 +478,8 @@ class LayerTable(Panel):
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Close every widget of the panel (rows, layouts, styles) and detach from the session."""
+        if self.comm is None:  # already closed (ipywidgets calls close() again from __del__)
+            return
         for group in self._groups.values():
             self._close_group(group)
         self._groups, self._rows, self._row_names, self._group_of_widget = {}, {}, {}, {}
@@ -499,6 +501,6 @@ def _reachable(root: widgets.Widget) -> list[widgets.Widget]:
         for attr in ("children", "layout", "style"):
             value = getattr(w, attr, None) if w.has_trait(attr) else None
             items = value if isinstance(value, (tuple, list)) else (value,)
-            stack.extend(v for v in items if isinstance(v, widgets.Widget))
+            stack.extend(v for v in items if hasattr(v, "comm") and hasattr(v, "close"))
     seen.pop(id(root))
     return list(seen.values())
