@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# Idle OpenMP threads sleep instead of spinning: with two cores, spinning workers of one
+# process (a notebook kernel, a training thread) starve the other and slow tests many-fold.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import numpy as np
