@@ -169,8 +169,8 @@ def set_bn_eval(model: nn.Module) -> None:
                 module.eval()
 
 
-def _factor(name: str, factors: Mapping[str, float]) -> float:
-    """Factor of the longest key of ``factors`` that names ``name`` or a container of it."""
+def lr_factor_of(name: str, factors: Mapping[str, float]) -> float:
+    """Learning-rate factor of layer ``name``: that of the longest key of ``factors`` that names ``name`` or a container of it."""
     best, best_len = 1.0, -1
     for key, value in factors.items():
         if _matches(name, key) and len(key) > best_len:
@@ -237,7 +237,7 @@ def param_groups(model: nn.Module, lr: float, lr_factors: Mapping[str, float] | 
     factors = _resolve_factors(model, lr_factors)
     groups: dict[float, dict] = {}
     for pname, p in model.named_parameters():
-        factor = _factor(pname, factors)
+        factor = lr_factor_of(pname, factors)
         if not p.requires_grad or factor == 0:
             continue
         group = groups.setdefault(factor, {"params": [], "lr": lr * factor, "lr_factor": factor, "names": []})
@@ -382,7 +382,7 @@ def layer_table(
                 "output_shape": shapes.get(name),
                 "params": sum(p.numel() for p in params),
                 "trainable": trainable,
-                "lr_factor": 0.0 if frozen else _factor(name, factors),
+                "lr_factor": 0.0 if frozen else lr_factor_of(name, factors),
                 "group": _group_of(name, counts, len(units)),
                 "is_head": bool(head_path) and _matches(name, head_path),
             }

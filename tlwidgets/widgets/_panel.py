@@ -104,10 +104,34 @@ class Panel(widgets.VBox):
         self._observers.append((safe, names))
 
     def close(self) -> None:
-        """Detach from the session and close the widgets."""
+        """Detach from the session and close every widget below this panel.
+
+        ipywidgets keeps each widget (and its Layout and style) alive until it is
+        closed, so closing only the direct children would leak the rest.
+        """
+        if self.comm is None:  # already closed; ipywidgets calls close() again from __del__
+            return
         for handler, names in self._observers:
             self.session.unobserve(handler, names=names)
         self._observers.clear()
-        for child in self.children:
-            child.close()
+        owned = reachable_widgets(self)
         super().close()
+        for w in owned:
+            w.close()
+
+
+def reachable_widgets(root: widgets.Widget) -> list[widgets.Widget]:
+    """Widgets below ``root`` (not ``root`` itself): children, and their Layout and style models."""
+    seen: dict[int, widgets.Widget] = {}
+    stack = [root]
+    while stack:
+        w = stack.pop()
+        if id(w) in seen:
+            continue
+        seen[id(w)] = w
+        for attr in ("children", "layout", "style"):
+            value = getattr(w, attr, None) if w.has_trait(attr) else None
+            items = value if isinstance(value, (tuple, list)) else (value,)
+            stack.extend(v for v in items if isinstance(v, widgets.Widget))
+    seen.pop(id(root))
+    return list(seen.values())

@@ -26,6 +26,7 @@ from ipywidgets.widgets.widget_bool import CheckboxStyle, ToggleButtonStyle
 from ipywidgets.widgets.widget_string import HTMLStyle
 
 from ..core.errors import ModelError
+from ..core.layers import lr_factor_of
 from ..core.session import Session
 from ._panel import Panel
 
@@ -53,15 +54,6 @@ def _percent(part: int, total: int) -> str:
         return f"{100 * part // total}%"
     pct = 100.0 * part / total
     return f"{pct:.1f}%" if pct >= 1 else f"{pct:.2g}%"
-
-
-def _factor_of(name: str, factors: Mapping[str, float]) -> float:
-    """LR factor of ``name``: the one set for the longest name prefix that contains it."""
-    best, best_len = 1.0, -1
-    for key, value in factors.items():
-        if (name == key or name.startswith(key + ".")) and len(key) > best_len:
-            best, best_len = float(value), len(key)
-    return best
 
 
 def _structure(model: Any) -> tuple[tuple[str, str], ...]:
@@ -311,7 +303,7 @@ class LayerTable(Panel):
                 f"{shape:<{self._shape_w}}  {count:>11}{extra}")
 
     def _description(self, name: str, frozen: set[str], factors: Mapping[str, float]) -> str:
-        return self._row_text(name, self._meta[name], 0.0 if name in frozen else _factor_of(name, factors))
+        return self._row_text(name, self._meta[name], 0.0 if name in frozen else lr_factor_of(name, factors))
 
     def _build_rows(self, group: _Group) -> None:
         if group.built:
@@ -483,24 +475,7 @@ class LayerTable(Panel):
         for group in self._groups.values():
             self._close_group(group)
         self._groups, self._rows, self._row_names, self._group_of_widget = {}, {}, {}, {}
-        owned = _reachable(self)
         super().close()
-        for w in (*owned, *self._shared):
+        for w in self._shared:
             w.close()
 
-
-def _reachable(root: widgets.Widget) -> list[widgets.Widget]:
-    """Widgets below ``root``: children, and their Layout and style models."""
-    seen: dict[int, widgets.Widget] = {}
-    stack = [root]
-    while stack:
-        w = stack.pop()
-        if id(w) in seen:
-            continue
-        seen[id(w)] = w
-        for attr in ("children", "layout", "style"):
-            value = getattr(w, attr, None) if w.has_trait(attr) else None
-            items = value if isinstance(value, (tuple, list)) else (value,)
-            stack.extend(v for v in items if hasattr(v, "comm") and hasattr(v, "close"))
-    seen.pop(id(root))
-    return list(seen.values())
