@@ -22,6 +22,7 @@ from torch import nn
 from . import catalog, data as data_mod, evaluation, heads, layers, training
 from .device import best_device, describe
 from .errors import BusyError, DataError, ModelError
+from .runs import RunRecorder
 
 _IMAGENET = dataclasses.make_dataclass(
     "_DefaultNorm",
@@ -84,6 +85,8 @@ class Session(traitlets.HasTraits):
     status = traitlets.Enum(("idle", "training", "stopping"), default_value="idle")
     device = traitlets.Unicode("cpu")
     message = traitlets.Unicode("", help="one line on what happened last")
+    pretrained = traitlets.Bool(None, allow_none=True, help="whether the loaded model started from pretrained weights")
+    runs = traitlets.Tuple(help="runs.Run records of every fit, oldest first (a new tuple per run)")
 
     def __init__(self, device: str | torch.device | None = None, image_size: int | None = None) -> None:
         super().__init__()
@@ -94,6 +97,7 @@ class Session(traitlets.HasTraits):
         self._lock = threading.RLock()
         self._trainer: training.Trainer | None = None
         self._subscribers: dict[str, list[Callable[..., Any]]] = {name: [] for name in _EVENTS}
+        self.recorder = RunRecorder(self)  # appends to `runs` at the end of every fit
 
     # ------------------------------------------------------------------ events
     def _subscribe(self, event: str, callback: Callable[..., Any], remove: bool) -> None:
@@ -160,6 +164,7 @@ class Session(traitlets.HasTraits):
             model = catalog.build_model(name, pretrained=pretrained, progress=progress)
             model.to(self.device)
             self.spec = spec
+            self.pretrained = bool(pretrained)
             self.model = model
             self.head = heads.head_spec(model)
             self.classes = tuple(spec.class_names) if len(spec.class_names) == self.head.num_classes else tuple(
@@ -443,6 +448,10 @@ class Session(traitlets.HasTraits):
         return evaluation.predict(model, images, eval_tf, list(self.classes), k=k, device=self.device)
 
     # ------------------------------------------------------------------ display
+    def runs_frame(self) -> pd.DataFrame:
+        """One row per recorded fit: model, weights, what was trained, options, final metrics, time."""
+        return self.recorder.frame()
+
     def summary(self) -> dict[str, Any]:
         """Status-line facts: model, device, data, trainable parameters, state."""
         out: dict[str, Any] = {"model": self.spec.name if self.spec else None, "device": self.device}
