@@ -447,6 +447,34 @@ class Session(traitlets.HasTraits):
         )[1]
         return evaluation.predict(model, images, eval_tf, list(self.classes), k=k, device=self.device)
 
+    # ------------------------------------------------------------------ save, export, scale out
+    def save(self, path: str | Path) -> Path:
+        """Save model, head, classes, transforms, freezing, options, history and split to a bundle.
+
+        ``path`` becomes a folder (or a ``.zip`` when it ends so) holding ``model.safetensors``,
+        ``tlwidgets.json`` and ``split.json``; :meth:`load` opens it. See :mod:`tlwidgets.core.bundle`.
+        """
+        from . import bundle
+
+        with self._change("save"):
+            path = bundle.save(self, path)
+            self.message = f"Saved to {path}."
+            return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None, data: bool | str | Path = True) -> Session:
+        """Open a bundle written by :meth:`save` (or by a generated training script) as a new session.
+
+        Args:
+            path: bundle folder or ``.zip``.
+            device: where the model goes (``None``: the best device).
+            data: ``True`` restores the stored split when its files exist, ``False`` skips it,
+                a folder is the data's new location.
+        """
+        from . import bundle
+
+        return bundle.load(path, device=device, data=data, session_cls=cls)
+
     # ------------------------------------------------------------------ display
     def runs_frame(self) -> pd.DataFrame:
         """One row per recorded fit: model, weights, what was trained, options, final metrics, time."""
