@@ -28,6 +28,8 @@ _LAZY = {
     "LayerTable": "tlwidgets.widgets.layer_table",
     "HeadEditor": "tlwidgets.widgets.head_editor",
     "TrainingPanel": "tlwidgets.widgets.training_panel",
+    "DataCollector": "tlwidgets.widgets.data_collector",
+    "Webcam": "tlwidgets.widgets.webcam",
 }
 
 __all__ = sorted(_LAZY)
@@ -39,11 +41,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from .core.speed import measure_speed
     from .core.training import Callback, History, TrainConfig
     from .widgets.app import App
+    from .widgets.data_collector import DataCollector
     from .widgets.dataset_browser import DatasetBrowser
     from .widgets.head_editor import HeadEditor
     from .widgets.layer_table import LayerTable
     from .widgets.model_picker import ModelPicker
     from .widgets.training_panel import TrainingPanel
+    from .widgets.webcam import Webcam
 
 
 def __getattr__(name: str) -> Any:
