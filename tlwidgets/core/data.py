@@ -320,6 +320,11 @@ def _from_split_folders(
                 reason = "not inside a class folder"
             skipped.append((str(entry), reason))
     notes = [f"Validation images come from {val_name}/ as given."]
+    have_val = {s.label for s in val_scan.samples}
+    lacking = [name for i, name in enumerate(train_scan.classes) if i not in have_val]
+    if lacking:
+        shown = ", ".join(lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else "")
+        notes.append(f"No validation images for {len(lacking)} of {len(train_scan.classes)} classes: {shown}.")
     return _bundle(source, layout, train_scan.classes, train_scan.samples, val_scan.samples,
                    sorted(skipped), train_scan.sizes + val_scan.sizes, notes)
 

@@ -7,6 +7,7 @@ JPEGs are decoded at reduced size (``draft``), which keeps the scan fast.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from .errors import DataError, ModelError
 
@@ -29,6 +31,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 # Folders that tools leave behind; they never hold a class.
 _HIDDEN_DIRS = frozenset({"__MACOSX", "__pycache__", "$RECYCLE.BIN", "System Volume Information"})
 _DRAFT_SIZE = (64, 64)
+_MAX_ASPECT = 8  # longest side of a resized image, in multiples of the short side's target
 _EXIF_ORIENTATION = 0x0112
 _WORKERS = min(8, (os.cpu_count() or 2) * 2)
 
@@ -122,6 +125,7 @@ def load_image(path: str | os.PathLike[str] | Image.Image) -> Image.Image:
         return _to_rgb(ImageOps.exif_transpose(path))
     try:
         with Image.open(path) as im:
+            _check_pixels(im)
             return _to_rgb(ImageOps.exif_transpose(im))
     except FileNotFoundError as exc:
         raise DataError(f"Image not found: {path}. Check the path, or rescan the folder.") from exc
@@ -129,6 +133,21 @@ def load_image(path: str | os.PathLike[str] | Image.Image) -> Image.Image:
         raise DataError(
             f"Cannot read the image {path}: {_decode_reason(exc)}. Remove or replace this file."
         ) from exc
+
+
+def _check_pixels(im: Image.Image) -> None:
+    """Refuse images above ``Image.MAX_IMAGE_PIXELS`` before decoding them.
+
+    Pillow only warns between one and two times the limit, and would then decode a
+    small file into gigabytes of pixels (a decompression bomb).
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    pixels = im.size[0] * im.size[1]
+    if limit is not None and pixels > limit:
+        raise Image.DecompressionBombError(
+            f"{im.size[0]}x{im.size[1]} is {pixels:,} pixels, above the limit of {limit:,} "
+            "(PIL.Image.MAX_IMAGE_PIXELS; raise it if you trust this file)"
+        )
 
 
 def _decode_reason(exc: BaseException) -> str:
@@ -140,7 +159,7 @@ def _decode_reason(exc: BaseException) -> str:
     if isinstance(exc, PermissionError):
         return "cannot be read (permission denied)"
     message = str(exc) or type(exc).__name__
-    if "truncated" in message or "broken data stream" in message:
+    if "truncated" in message.lower() or "broken data stream" in message:
         return "truncated image"
     return f"cannot be decoded: {message}"
 
@@ -156,6 +175,7 @@ def _inspect(path: str) -> tuple[int, int] | str:
         return f"cannot be read ({exc.strerror or exc})"
     try:
         with Image.open(path) as im:
+            _check_pixels(im)
             width, height = im.size
             try:
                 if im.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
@@ -223,9 +243,9 @@ def _walk_class(folder: str, root: str, skipped: list[tuple[str, str]]) -> list[
                     stack.append(entry.path)
             elif is_file:
                 files.append(entry.path)
-            elif entry.is_symlink():
+            elif entry.is_symlink() and not os.path.exists(entry.path):
                 skipped.append((entry.path, "broken symbolic link"))
-            else:
+            else:  # a pipe, socket or device (perhaps behind a link): opening it could block
                 skipped.append((entry.path, "not a regular file"))
     return sorted(files)
 
@@ -279,7 +299,9 @@ def _scan(
     if class_names is not None:
         known = {name: i for i, name in enumerate(class_names)}
         for name in [d for d in dirs if d not in known]:
-            skipped.append((str(root / name), "class not among the training classes"))
+            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            skipped.append((str(root / name), f"class not among the training classes{hint}"))
         dirs = [d for d in dirs if d in known]
     per_class: list[tuple[str, list[str]]] = []
     for name in dirs:
@@ -354,6 +376,24 @@ _INTERPOLATION = {
 }
 
 
+class Resize(T.Resize):
+    """torchvision's Resize (short side to ``size``) with the long side capped.
+
+    A long thin strip (2x6000 pixels) would otherwise grow to hundreds of megabytes when
+    its short side is scaled up; capped, it stays small and the crop pads it instead.
+    """
+
+    def forward(self, img: Any) -> Any:
+        if isinstance(self.size, int):
+            _, height, width = TF.get_dimensions(img)
+            cap = _MAX_ASPECT * self.size
+            if max(width, height) * self.size > cap * max(min(width, height), 1):
+                scale = cap / max(width, height)
+                size = [max(1, round(height * scale)), max(1, round(width * scale))]
+                return TF.resize(img, size, self.interpolation, antialias=self.antialias)
+        return super().forward(img)
+
+
 def make_transforms(
     spec_like: Any, augment: Any = None, image_size: int | None = None
 ) -> tuple[Callable[[Image.Image], torch.Tensor], Callable[[Image.Image], torch.Tensor]]:
@@ -382,7 +422,7 @@ def make_transforms(
     else:
         crop, resize = int(spec_like.input_size), int(spec_like.resize_size)
     tail = [T.ToTensor(), T.Normalize(list(spec_like.mean), list(spec_like.std))]
-    resize_tf = T.Resize(resize, interpolation=interpolation, antialias=True)
+    resize_tf = Resize(resize, interpolation=interpolation, antialias=True)
     eval_tf = T.Compose([resize_tf, T.CenterCrop(crop), *tail])
     if augment is None or augment.is_identity():
         return T.Compose([resize_tf, T.CenterCrop(crop), *tail]), eval_tf
