@@ -475,6 +475,25 @@ class Session(traitlets.HasTraits):
 
         return bundle.load(path, device=device, data=data, session_cls=cls)
 
+    def export_onnx(self, path: str | Path, images: Any = None, **options: Any) -> Any:
+        """Export the model to ONNX (fp32, dynamic batch axis) and check it against PyTorch.
+
+        Args:
+            path: the ``.onnx`` file.
+            images: image files to check on (default: a few images of the data).
+            **options: ``exporter``, ``opset``, ``verify``, ``atol`` (see :func:`tlwidgets.core.export.export_onnx`).
+
+        Returns:
+            An :class:`~tlwidgets.core.export.OnnxExport` with the path and the largest
+            difference to PyTorch (when onnxruntime is installed).
+        """
+        from . import export
+
+        with self._change("export"):
+            result = export.export_session(self, path, images, **options)
+            self.message = result.summary()
+            return result
+
     # ------------------------------------------------------------------ display
     def runs_frame(self) -> pd.DataFrame:
         """One row per recorded fit: model, weights, what was trained, options, final metrics, time."""
