@@ -122,17 +122,26 @@ def load_image(path: str | os.PathLike[str] | Image.Image) -> Image.Image:
         DataError: naming the file, when it cannot be read or decoded.
     """
     if isinstance(path, Image.Image):
-        return _to_rgb(ImageOps.exif_transpose(path))
+        return _to_rgb(_upright(path))
     try:
         with Image.open(path) as im:
             _check_pixels(im)
-            return _to_rgb(ImageOps.exif_transpose(im))
+            im.load()
+            return _to_rgb(_upright(im))
     except FileNotFoundError as exc:
         raise DataError(f"Image not found: {path}. Check the path, or rescan the folder.") from exc
     except Exception as exc:  # Pillow raises many types for bad files
         raise DataError(
             f"Cannot read the image {path}: {_decode_reason(exc)}. Remove or replace this file."
         ) from exc
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; as stored when the EXIF block is broken."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # a broken EXIF block does not make the pixels unusable
+        return im
 
 
 def _check_pixels(im: Image.Image) -> None:
@@ -177,14 +186,16 @@ def _inspect(path: str) -> tuple[int, int] | str:
         with Image.open(path) as im:
             _check_pixels(im)
             width, height = im.size
+            if im.format == "JPEG":
+                im.draft("RGB", _DRAFT_SIZE)
+            # Decode before reading EXIF: for some formats getexif() decodes, and a decoding
+            # error swallowed there would let a broken image through.
+            im.load()
             try:
                 if im.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
                     width, height = height, width
             except Exception:  # a broken EXIF block does not make the pixels unusable
                 pass
-            if im.format == "JPEG":
-                im.draft("RGB", _DRAFT_SIZE)
-            im.load()
             _to_rgb(im)
     except Exception as exc:
         return _decode_reason(exc)
