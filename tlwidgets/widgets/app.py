@@ -1,4 +1,4 @@
-"""The whole workflow in one widget: the five panels in order, with a status line."""
+"""The whole workflow in one widget: the panels in order, with a status line."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from .dataset_browser import DatasetBrowser
 from .head_editor import HeadEditor
 from .layer_table import LayerTable
 from .model_picker import ModelPicker
+from .runs_view import RunsView
 from .training_panel import TrainingPanel
 
 _STEPS = (
@@ -21,6 +22,7 @@ _STEPS = (
     ("3. Head", "head_editor"),
     ("4. Layers", "layer_table"),
     ("5. Train & assess", "training_panel"),
+    ("6. Compare & runs", "runs_view"),
 )
 
 
@@ -30,7 +32,7 @@ class App(Panel):
     Every panel shares ``session``; a change made in one of them, or in code, shows
     in all of them. The panels are also available one by one as attributes
     (``app.model_picker``, ``app.dataset_browser``, ``app.head_editor``,
-    ``app.layer_table``, ``app.training_panel``).
+    ``app.layer_table``, ``app.training_panel``, ``app.runs_view``).
 
     Args:
         session: the shared session (a new one on the best device when omitted).
@@ -48,6 +50,7 @@ class App(Panel):
         self.head_editor = HeadEditor(s)
         self.layer_table = LayerTable(s)
         self.training_panel = TrainingPanel(s)
+        self.runs_view = RunsView(s)
         self.status_line = widgets.HTML()
         self.status_line.add_class("tlw-status")
         self.tabs = widgets.Tab(children=[getattr(self, attr) for _, attr in _STEPS])
@@ -63,7 +66,7 @@ class App(Panel):
 
     @property
     def panels(self) -> tuple[Panel, ...]:
-        """The five panels in workflow order."""
+        """The panels in workflow order."""
         return tuple(getattr(self, attr) for _, attr in _STEPS)
 
     def _load_defaults(self) -> None:

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from ..core.errors import BusyError, DataError
 from ..core.images import load_image
 from ..core.session import Session
+from .insight import cell_images, class_name, drilldown_html, gradcam_html
 
 _THUMB = 96  # pixels, longest side of a misclassified-image thumbnail
 _MAX_MISTAKES = 12
@@ -131,6 +132,8 @@ class Assessment(widgets.VBox):
         misclassified: HTML thumbnails of the worst mistakes (``tlw-misclassified``).
         upload: FileUpload for images to classify (``tlw-upload``).
         predictions: HTML bars of the top-3 classes per uploaded image (``tlw-predictions``).
+        drilldown: HTML images of the confusion cell last clicked, see :meth:`drill_down` (``tlw-drilldown``).
+        gradcam_view: Grad-CAM overlays of the uploaded images for their top class (``tlw-gradcam``).
         eval_folder: Text with a folder of held-out images; ``eval_button`` evaluates on it.
     """
 
@@ -156,6 +159,11 @@ class Assessment(widgets.VBox):
             xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", template="plotly_white",
         )
         self.confusion_fig.add_class("tlw-confusion")
+        self.confusion_fig.data[0].on_click(self._on_confusion_click)
+        self.drilldown = widgets.HTML(_empty("Click a cell of the confusion matrix to see its images."))
+        self.drilldown.add_class("tlw-drilldown")
+        self.gradcam_view = widgets.HTML("")
+        self.gradcam_view.add_class("tlw-gradcam")
         self.per_class_table = widgets.HTML("")
         self.per_class_table.add_class("tlw-per-class")
         self.misclassified = widgets.HTML("")
@@ -176,11 +184,13 @@ class Assessment(widgets.VBox):
                 widgets.HBox([self.eval_folder, self.eval_button]),
                 self.accuracy_label,
                 widgets.HBox([self.confusion_fig, self.per_class_table]),
+                self.drilldown,
                 widgets.HTML("<b>Misclassified (worst first)</b>"),
                 self.misclassified,
                 widgets.HTML("<b>Predict</b>"),
                 self.upload,
                 self.predictions,
+                self.gradcam_view,
             )
         )
         self.add_class("tlw-assessment")
@@ -209,6 +219,7 @@ class Assessment(widgets.VBox):
             )
         self.per_class_table.value = per_class_html(result.per_class)
         self.misclassified.value = mistakes_html(result.predictions, classes)
+        self.drilldown.value = _empty("Click a cell of the confusion matrix to see its images.")
 
     def _on_session_last_eval(self, change: dict) -> None:
         # Runs in the thread that evaluated (the training thread after a run): values only.
@@ -275,7 +286,31 @@ class Assessment(widgets.VBox):
                 lambda i: names[int(i)] if isinstance(i, (int, np.integer)) and 0 <= int(i) < len(names) else i
             )
         self.predictions.value = predictions_html(frame)
+        self.gradcam_view.value = gradcam_html(self.session, images, names)
         return frame
+
+    def drill_down(self, true_class: Any, pred_class: Any) -> pd.DataFrame:
+        """Show the images of one confusion cell (classes by name or index), highest loss first.
+
+        Returns:
+            Those rows of ``session.last_eval.predictions``: path, true, pred, confidence, loss.
+        """
+        result = self.session.last_eval
+        if result is None:
+            raise DataError("Nothing evaluated yet: train, or press Evaluate, then click a cell.")
+        classes = [str(c) for c in result.confusion.columns]
+        true_name, pred_name = class_name(true_class, classes), class_name(pred_class, classes)
+        unknown = [c for c in (true_name, pred_name) if c not in classes]
+        if unknown:
+            raise DataError(f"Unknown class {unknown[0]!r}; the classes are {', '.join(classes)}.")
+        rows = cell_images(result.predictions, true_name, pred_name)
+        self.drilldown.value = drilldown_html(rows, true_name, pred_name)
+        return rows
+
+    def _on_confusion_click(self, trace: Any, points: Any, state: Any) -> None:
+        # x is the predicted class, y the true class (see the heatmap's hovertemplate)
+        if points is not None and points.xs and points.ys:
+            self._run(self.drill_down, points.ys[0], points.xs[0])
 
     def _on_upload_value(self, change: dict) -> None:
         files = [(f["name"], bytes(f["content"])) for f in change["new"] or ()]

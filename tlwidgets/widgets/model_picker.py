@@ -18,6 +18,7 @@ from ..core import catalog, speed
 from ..core.device import best_device, describe
 from ..core.session import Session
 from ._panel import Panel, guarded
+from .compare_view import CompareView
 
 _ALL = "All"
 _OFFLINE = ("cached", "packaged", "checkpoint")
@@ -126,6 +127,8 @@ class ModelPicker(Panel):
         self.sort_by = widgets.Dropdown(options=_SORTS, value="top1", description="Sort by")
         self.table = widgets.HTML("")
         self.fig = self._make_figure()
+        # accuracy on the user's own data, drawn next to the ImageNet map; a click loads the model
+        self.compare = CompareView(self.session, on_select=self.select, show_figure=False)
         for w, cls in ((self.fig, "tlw-model-plot"), (self.model_dropdown, "tlw-model-dropdown"),
                        (self.load_button, "tlw-load"), (self.measure_button, "tlw-measure"),
                        (self.stop_button, "tlw-measure-stop"), (self.table, "tlw-model-table"),
@@ -136,11 +139,12 @@ class ModelPicker(Panel):
         self.set_body(
             self.note,
             box([self.family, self.max_size, self.min_top1, self.offline_only], layout={"flex_flow": "row wrap"}),
-            self.fig,
+            box([self.fig, self.compare.fig], layout={"flex_flow": "row wrap"}),
             box([self.model_dropdown, self.pretrained, self.load_button]),
             self.status_line,
             self.download_progress,
             box([self.measure_button, self.stop_button, self.batch_size, self.progress, self.progress_label]),
+            self.compare,
             self.sort_by,
             box([self.table], layout={"max_height": "320px", "overflow": "auto"}),
         )
