@@ -22,6 +22,7 @@ from torch import nn
 from . import catalog, data as data_mod, evaluation, heads, layers, training
 from .device import best_device, describe
 from .errors import BusyError, DataError, ModelError
+from . import checkpoint as checkpoints, recovery
 from .runs import RunRecorder
 
 _IMAGENET = dataclasses.make_dataclass(
@@ -350,17 +351,30 @@ class Session(traitlets.HasTraits):
         return model, bundle
 
     def fit(
-        self, epochs: int | None = None, callbacks: Sequence[training.Callback] = (), **options: Any
+        self,
+        epochs: int | None = None,
+        callbacks: Sequence[training.Callback] = (),
+        checkpoint: str | Path | bool | None = None,
+        resume: str | Path | bool = False,
+        **options: Any,
     ) -> training.History:
         """Train (blocking) and return the history of the current model.
 
         Args:
             epochs: number of epochs (default: the session's config).
             callbacks: extra :class:`~tlwidgets.core.training.Callback` objects.
+            checkpoint: write a checkpoint after every epoch: ``True`` for a file in the
+                cache named after model, head, classes and data; or a file path.
+            resume: ``True`` goes on from the last checkpoint (``checkpoint``'s file or the
+                default one) when there is one, else trains from the start; a path goes on
+                from that file. A resumed run keeps its saved options and gives the same
+                result as an uninterrupted one. See :mod:`tlwidgets.core.checkpoint`.
             **options: any :class:`~tlwidgets.core.training.TrainConfig` field, kept for later fits.
 
         A second ``fit`` on the same model continues its history. Stop with
-        :meth:`request_stop`; a failed run leaves the model as it was before the failing step.
+        :meth:`request_stop`; a failed run leaves the model as it was after the last
+        completed step. Out of memory, the run restarts with half the batch size
+        (see :mod:`tlwidgets.core.recovery`).
         """
         if epochs is not None:
             options["epochs"] = epochs
@@ -368,7 +382,11 @@ class Session(traitlets.HasTraits):
             if self.status != "idle":
                 raise BusyError("Training is already running: wait for it, or press Stop.")
             model, bundle = self._check_ready_to_train()
-            config = self.configure(**options) if options else self.config
+            plan = checkpoints.plan_fit(self, checkpoint, resume, options)
+            if plan.state is not None:
+                config = plan.restore_session(self)
+            else:
+                config = self.configure(**options) if options else self.config
             train_ds, val_ds = bundle.datasets()
             trainer = training.Trainer(
                 model,
@@ -377,12 +395,13 @@ class Session(traitlets.HasTraits):
                 config,
                 device=self.device,
                 lr_factors=dict(self.lr_factors),
-                callbacks=[_SessionEvents(self), *callbacks],
+                callbacks=[*plan.callbacks(self), _SessionEvents(self), *callbacks],
             )
+            plan.restore_trainer(trainer)
             self._trainer = trainer
             self.status = "training"
         try:
-            history = trainer.fit()
+            history = recovery.fit(self, trainer, retry=plan.state is None)
         finally:
             with self._lock:
                 self._trainer = None
@@ -393,8 +412,10 @@ class Session(traitlets.HasTraits):
         self.history = history
         last = history.epochs[-1] if history.epochs else {}
         val = last.get("val_acc")
+        notes = " ".join([*trainer.notes, plan.note]).strip()
         self.message = (
-            f"{'Stopped' if history.stopped else 'Trained'} after {len(history.epochs)} epochs"
+            (f"{notes} " if notes else "")
+            + f"{'Stopped' if history.stopped else 'Trained'} after {len(history.epochs)} epochs"
             + (f"; validation accuracy {val:.1%}." if val is not None and val == val else ".")
         )
         return history

@@ -193,6 +193,7 @@ class Trainer:
         self.scheduler: Any = None
         self.epoch = self.batch = self.step = 0
         self._stop = threading.Event()
+        self._resume: Mapping[str, Any] | None = None
 
     # -- control ---------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -203,6 +204,15 @@ class Trainer:
     def stop_requested(self) -> bool:
         """True once :meth:`request_stop` was called and the fit has not ended yet."""
         return self._stop.is_set()
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Make the next :meth:`fit` continue a checkpointed one after ``state["epoch"]``.
+
+        ``state`` is what :func:`tlwidgets.core.checkpoint.trainer_state` returned at an
+        epoch end: optimizer, scheduler, random generators, step count and history are
+        put back once :meth:`fit` has built them. The caller loads the model's weights.
+        """
+        self._resume = state
 
     def _call(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -222,7 +232,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self._amp_dtype = autocast_dtype(self.device, cfg.precision)
         torch.manual_seed(cfg.seed)
-        generator = torch.Generator().manual_seed(cfg.seed)
+        self._generator = generator = torch.Generator().manual_seed(cfg.seed)
         kw = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "pin_memory": self.device.type == "cuda"}
         self.train_loader = DataLoader(self.train_ds, shuffle=True, generator=generator, drop_last=False, **kw)
         has_val = self.val_ds is not None and len(self.val_ds) > 0
@@ -284,9 +294,14 @@ class Trainer:
         self._setup()
         self.history = history = History(config=asdict(self.config))
         self.epoch = self.batch = self.step = 0
+        first = 1
+        if self._resume is not None:
+            from tlwidgets.core.checkpoint import apply_trainer_state  # that module imports this one
+
+            first, self._resume = apply_trainer_state(self, self._resume), None
         try:
             self._call("on_fit_start")
-            for epoch in range(1, self.config.epochs + 1):
+            for epoch in range(first, self.config.epochs + 1):
                 if self._stop.is_set() or not self._run_epoch(epoch, self._train_batches()):
                     history.stopped = True
                     break

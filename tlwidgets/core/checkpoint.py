@@ -1,0 +1,318 @@
+"""Checkpoints of a fit: written atomically after every epoch, read back without running code.
+
+``Session.fit(checkpoint=True)`` writes one file at the end of each epoch; after a
+crash, a kill or a Stop, ``Session.fit(resume=True)`` goes on from the last finished
+epoch with the same result as a run that was never interrupted. The file holds model
+weights, optimizer and scheduler state, every random number generator (torch, CUDA,
+numpy, Python and the data loader's shuffle), the history, the epoch and the options.
+
+Only tensors, numbers, strings, lists and dicts are stored, so :func:`load` reads files
+with ``torch.load(weights_only=True)``: a checkpoint from elsewhere can never run code.
+A new checkpoint is written to a temporary file and renamed over the old one, so a kill
+while writing leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import re
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from . import layers
+from ._cache import cache_dir
+from .errors import TrainingError
+from .training import Callback, History, TrainConfig, Trainer
+
+if TYPE_CHECKING:
+    from .session import Session
+
+FORMAT = "tlwidgets.checkpoint"
+VERSION = 1
+# Options that change how fast a run goes but not what it computes.
+_FREE_OPTIONS = frozenset({"num_workers"})
+
+PathLike = str | os.PathLike[str]
+
+
+# ---------------------------------------------------------------------------- files
+def save(state: Mapping[str, Any], path: PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, flush to disk, rename)."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load(path: PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save`; never unpickles code.
+
+    Raises:
+        TrainingError: the file is missing, unreadable, holds Python objects other than
+            plain data, or is not a tlwidgets checkpoint.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TrainingError(f"No checkpoint at {path}: train with fit(checkpoint=...) to write one.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainingError(
+            f"Refused to load the checkpoint {path}: it is not a plain-data checkpoint "
+            f"({type(exc).__name__}: {str(exc)[:200]}). Files holding arbitrary Python objects could "
+            "run code when opened, so they are never unpickled."
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise TrainingError(f"{path} is not a tlwidgets training checkpoint (written by fit(checkpoint=...)).")
+    if state.get("version") != VERSION:
+        raise TrainingError(
+            f"{path} is a version {state.get('version')!r} checkpoint; this tlwidgets reads version {VERSION}."
+        )
+    return state
+
+
+def default_path(session: Session) -> Path:
+    """Where ``fit(checkpoint=True)`` writes: one file per model, head, classes and data source."""
+    source = str(session.data.report.source) if session.data is not None else ""
+    if source and Path(source).expanduser().exists():
+        source = str(Path(source).expanduser().resolve())
+    head = session.head
+    key = json.dumps([session.spec.name, list(session.classes), source, head.path, head.num_classes])
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", session.spec.name)
+    return cache_dir("checkpoints") / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.ckpt"
+
+
+# ---------------------------------------------------------------------------- random generators
+def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random generator a fit draws from, as plain data."""
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np.asarray(np_state["state"]["key"]).astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "python": random.getstate(),
+        "loader": generator.get_state() if generator is not None else None,
+    }
+
+
+def set_rng_state(state: Mapping[str, Any], generator: torch.Generator | None = None) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state({
+        "bit_generator": n["bit_generator"],
+        "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+        "has_gauss": n["has_gauss"], "gauss": n["gauss"],
+    })
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if generator is not None and state.get("loader") is not None:
+        generator.set_state(state["loader"])
+
+
+# ---------------------------------------------------------------------------- trainer state
+def trainer_state(trainer: Trainer) -> dict[str, Any]:
+    """What :meth:`Trainer.restore` needs to go on after the epoch that just ended."""
+    scaler = getattr(trainer, "_scaler", None)
+    return {
+        "epoch": int(trainer.epoch),
+        "step": int(trainer.step),
+        "config": dataclasses.asdict(trainer.config),
+        "history": {"batches": list(trainer.history.batches), "epochs": list(trainer.history.epochs)},
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng_state(getattr(trainer, "_generator", None)),
+    }
+
+
+def apply_trainer_state(trainer: Trainer, state: Mapping[str, Any]) -> int:
+    """Give a set-up trainer the optimizer, scheduler, generators and history of ``state``.
+
+    Returns:
+        The first epoch still to run.
+    """
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.scheduler is not None and state.get("scheduler") is not None:
+        trainer.scheduler.load_state_dict(state["scheduler"])
+    scaler = getattr(trainer, "_scaler", None)
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"], getattr(trainer, "_generator", None))
+    trainer.history.batches = [dict(b) for b in state["history"]["batches"]]
+    trainer.history.epochs = [dict(e) for e in state["history"]["epochs"]]
+    trainer.epoch, trainer.step = int(state["epoch"]), int(state["step"])
+    return int(state["epoch"]) + 1
+
+
+class CheckpointCallback(Callback):
+    """Writes a checkpoint at the end of every epoch.
+
+    Args:
+        path: the checkpoint file (replaced atomically each time).
+        extra: more plain data stored alongside (the session's part of the state).
+    """
+
+    def __init__(self, path: PathLike, extra: Mapping[str, Any] | None = None) -> None:
+        self.path = Path(path).expanduser()
+        self.extra = dict(extra or {})
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
+        model = {k: v.detach() for k, v in trainer.model.state_dict().items()}
+        save({"format": FORMAT, "version": VERSION, **self.extra, "model": model,
+              "trainer": trainer_state(trainer)}, self.path)
+
+
+# ---------------------------------------------------------------------------- a session's fit
+def _history_dict(history: History | None) -> dict[str, Any] | None:
+    if history is None:
+        return None
+    return {"batches": list(history.batches), "epochs": list(history.epochs),
+            "stopped": bool(history.stopped), "config": dict(history.config)}
+
+
+@dataclasses.dataclass
+class FitPlan:
+    """Where a session's fit writes checkpoints and what it resumes from.
+
+    Attributes:
+        path: checkpoint file written after each epoch (``None``: none written).
+        state: the checkpoint to resume from (``None``: a new run).
+        note: one line on what was found, for the session's message.
+    """
+
+    path: Path | None = None
+    state: dict[str, Any] | None = None
+    note: str = ""
+
+    def callbacks(self, session: Session) -> list[Callback]:
+        """The checkpoint writer (first, so a failing callback after it cannot cost the epoch)."""
+        if self.path is None:
+            return []
+        model = session.model
+        base = self.state["session"]["base_history"] if self.state is not None else _history_dict(
+            session.history if session.continues_history else None)
+        extra = {"session": {
+            "model": session.spec.name, "classes": list(session.classes),
+            "head": dataclasses.asdict(session.head),
+            "trainable": [n for n, p in model.named_parameters() if p.requires_grad],
+            "lr_factors": dict(session.lr_factors), "base_history": base,
+        }}
+        return [CheckpointCallback(self.path, extra)]
+
+    def restore_session(self, session: Session) -> TrainConfig:
+        """Load the checkpoint's weights, freezing, LR factors, options and prior history."""
+        saved = self.state["session"]
+        model = session.model
+        model.load_state_dict(self.state["model"])
+        trainable = set(saved["trainable"])
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in trainable)
+        session.lr_factors = dict(saved["lr_factors"])
+        session.frozen = layers.frozen_names(model)
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        config = TrainConfig(**{k: v for k, v in self.state["trainer"]["config"].items() if k in known})
+        session.config = config
+        base = saved["base_history"]
+        session.history = History(**base) if base is not None else None
+        session.model_version += 1
+        return config
+
+    def restore_trainer(self, trainer: Trainer) -> None:
+        """Make the trainer continue after the checkpoint's last epoch."""
+        if self.state is not None:
+            trainer.restore(self.state["trainer"])
+
+
+def plan_fit(
+    session: Session, checkpoint: PathLike | bool | None, resume: PathLike | bool, options: Mapping[str, Any]
+) -> FitPlan:
+    """Check the checkpoint options of ``Session.fit`` and read the checkpoint to resume from.
+
+    Nothing in the session changes here; :meth:`FitPlan.restore_session` does that.
+
+    Args:
+        checkpoint: ``True`` for :func:`default_path`, a file path, or ``None``/``False``.
+        resume: ``True`` to go on from ``checkpoint`` (or the default file) when it
+            exists, else train from the start; a path to go on from that file.
+        options: the fit's option overrides; they must agree with a resumed run's.
+
+    Raises:
+        TrainingError: unreadable or foreign checkpoint, or options that differ from it.
+    """
+    path = None
+    if checkpoint is True:
+        path = default_path(session)
+    elif checkpoint not in (None, False):
+        path = Path(os.fspath(checkpoint)).expanduser()
+    if resume is False or resume is None:
+        return FitPlan(path)
+    if resume is True:
+        source = path or default_path(session)
+        if not source.is_file():
+            return FitPlan(source, None, f"No checkpoint at {source} yet; training from the start.")
+    else:
+        source = Path(os.fspath(resume)).expanduser()
+    state = load(source)
+    _check_fits(session, state, source)
+    config = state["trainer"]["config"]
+    differ = [f"{k}={v!r} (the checkpoint has {config.get(k)!r})" for k, v in options.items()
+              if k not in _FREE_OPTIONS and k in config and config[k] != v]
+    if differ:
+        raise TrainingError(
+            f"Resuming continues the run saved in {source} with its own options, but these differ: "
+            f"{', '.join(differ)}. Resume without them, or start a new run without resume=."
+        )
+    done, total = state["trainer"]["epoch"], config["epochs"]
+    note = (f"Resumed from {source} after epoch {done} of {total}." if done < total
+            else f"The run saved in {source} had finished ({total} epochs); its weights and history are restored.")
+    return FitPlan(path or source, state, note)
+
+
+def _check_fits(session: Session, state: Mapping[str, Any], source: Path) -> None:
+    """Raise unless the checkpoint was written for this model, head and classes."""
+    saved = state.get("session", {})
+    model = session.model
+    hint = (f"Load the same model, data and head as when it was written (model {saved.get('model')!r}, "
+            f"{len(saved.get('classes', []))} classes), then resume.")
+    if saved.get("model") != session.spec.name or list(saved.get("classes", [])) != list(session.classes):
+        raise TrainingError(
+            f"The checkpoint {source} is for model {saved.get('model')!r} with classes "
+            f"{', '.join(map(str, saved.get('classes', [])[:5]))}..., not {session.spec.name!r} with "
+            f"{', '.join(list(session.classes)[:5])}.... {hint}"
+        )
+    mine = model.state_dict()
+    theirs = state["model"]
+    wrong = sorted(set(mine) ^ set(theirs)) + [
+        k for k in mine if k in theirs and tuple(mine[k].shape) != tuple(theirs[k].shape)
+    ]
+    if wrong:
+        raise TrainingError(
+            f"The checkpoint {source} does not fit the loaded model: {', '.join(wrong[:5])}"
+            f"{' and more' if len(wrong) > 5 else ''} differ. {hint}"
+        )
