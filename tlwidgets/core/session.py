@@ -515,6 +515,20 @@ class Session(traitlets.HasTraits):
             self.message = result.summary()
             return result
 
+    def to_script(self, path: str | Path) -> Any:
+        """Write a standalone training script (torch + torchvision) that reproduces this session.
+
+        It rebuilds the model, head, freezing, image pipeline, split (listed in
+        ``<name>.split.json`` beside it) and training options, runs as ``python train.py`` or
+        ``torchrun --nproc_per_node=N train.py`` (DistributedDataParallel), and writes a bundle
+        that :meth:`load` opens. Returns a :class:`~tlwidgets.core.script.ScriptFiles`.
+        """
+        from . import script
+
+        files = script.to_script(self, path)
+        self.message = f"Wrote {files.script}; run it with: {files.commands()['single']}"
+        return files
+
     # ------------------------------------------------------------------ display
     def runs_frame(self) -> pd.DataFrame:
         """One row per recorded fit: model, weights, what was trained, options, final metrics, time."""
