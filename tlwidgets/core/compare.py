@@ -146,7 +146,9 @@ def compare_models(
         dataclasses.replace(session.config, epochs=epochs, **fit_options).validate()
     except TypeError as exc:
         fields = ", ".join(f.name for f in dataclasses.fields(training.TrainConfig))
-        raise ValueError(f"Unknown training option in {sorted(fit_options)}; use TrainConfig fields: {fields}.") from exc
+        raise ValueError(
+            f"Unknown training option in {sorted(fit_options)}; use TrainConfig fields: {fields}."
+        ) from exc
     stop_event = stop_event if stop_event is not None else threading.Event()
     stopper = _StopOn(stop_event)
     work = _working_session(session)
