@@ -180,15 +180,18 @@ def test_refusals(tiny: Session, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_script_reaches_the_notebook_accuracy_on_real_photos(flowers_dir: Path, tmp_path: Path) -> None:
+    # One batch per epoch: the comparison then measures how faithfully the script rebuilds the
+    # model, head, data and optimizer, not which images a shuffle happened to put together
+    # (with 60 validation images, shuffles alone move the accuracy by several points).
     s = Session(device="cpu", image_size=160)
     s.load_model("efficientnet_lite0")
     s.load_data(flowers_dir, val_fraction=0.2, seed=0)
     torch.manual_seed(0)
     s.replace_head()
     s.freeze_backbone()
-    s.fit(epochs=3, batch_size=32, lr=3e-3)
+    s.fit(epochs=8, batch_size=256, lr=1e-2)
     notebook = s.history.epochs[-1]["val_acc"]
-    assert notebook > 0.6
+    assert notebook > 0.7
     files = s.to_script(tmp_path / "train.py")
     _run([str(files.script), "--out", str(tmp_path / "b"), "--metrics-dir", str(tmp_path / "m")], cwd=tmp_path)
     final = json.loads((tmp_path / "m" / "rank0.json").read_text())
