@@ -21,7 +21,6 @@ from ..core.session import Session
 from ..core.training import OPTIMIZERS, SCHEDULES, Callback
 from ._panel import Panel, guarded
 from .assessment import Assessment
-from .export_bar import ExportBar
 from .live_curves import LiveCurves
 
 _DESC = {"description_width": "110px"}
@@ -53,6 +52,7 @@ class _Progress(Callback):
 
     def on_fit_start(self, trainer: Any) -> None:
         self.started = True
+        self.panel._failed = False  # a run retried with a smaller batch after running out of memory
         if self.panel._stop_requested.is_set():  # Stop pressed before the trainer existed
             trainer.request_stop()
         self._start = time.perf_counter()
@@ -90,6 +90,9 @@ class _Progress(Callback):
             text, style = f"Stopped after {n} complete epochs, {self.done} batches ({elapsed}).", "warning"
         else:
             text, style = f"Done: {n} epochs in {elapsed}.", "success"
+        notes = " ".join(getattr(trainer, "notes", ()))  # e.g. retried with a smaller batch
+        if notes:
+            text = f"{notes} {text}"
         self.panel.progress_bar.value = self.done
         self.panel.progress_bar.bar_style = style
         self.panel.progress.value = html.escape(text)
@@ -128,9 +131,6 @@ class TrainingPanel(Panel):
         live: the :class:`LiveCurves` callback; curves_fig: its FigureWidget (``tlw-curves``).
         assessment: the :class:`Assessment` views, also reachable as accuracy_label,
             confusion_fig, per_class_table, misclassified, upload, predictions.
-        export_bar: the :class:`ExportBar`: export_path (``tlw-export-path``), save_button
-            (``tlw-save``), export_onnx_button (``tlw-export-onnx``), script_button (``tlw-script``),
-            export_result (``tlw-export-result``).
         thread: the thread of the current or last run (``None`` before the first).
     """
 
@@ -191,11 +191,6 @@ class TrainingPanel(Panel):
         self.misclassified = self.assessment.misclassified
         self.upload = self.assessment.upload
         self.predictions = self.assessment.predictions
-        self.export_bar = ExportBar(self.session, on_error=self.show_error, on_clear_error=self.clear_error)
-        self.export_path, self.export_result = self.export_bar.path, self.export_bar.result
-        self.save_button = self.export_bar.save_button
-        self.export_onnx_button = self.export_bar.export_onnx_button
-        self.script_button = self.export_bar.script_button
 
         names = list(self.options)
         self.set_body(
@@ -205,7 +200,6 @@ class TrainingPanel(Panel):
             widgets.HBox([self.progress_bar, self.progress]),
             self.curves_fig,
             self.assessment,
-            self.export_bar,
         )
         self.observe_session(self._on_session_config, "config")
         self.observe_session(
@@ -375,5 +369,4 @@ class TrainingPanel(Panel):
         if self.running:
             self.session.request_stop()
         self.assessment.close()  # also when a subclass moved it out of the direct children
-        self.export_bar.close()
         super().close()
