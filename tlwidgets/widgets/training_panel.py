@@ -21,6 +21,7 @@ from ..core.session import Session
 from ..core.training import OPTIMIZERS, SCHEDULES, Callback
 from ._panel import Panel, guarded
 from .assessment import Assessment
+from .export_bar import ExportBar
 from .live_curves import LiveCurves
 
 _DESC = {"description_width": "110px"}
@@ -131,6 +132,9 @@ class TrainingPanel(Panel):
         live: the :class:`LiveCurves` callback; curves_fig: its FigureWidget (``tlw-curves``).
         assessment: the :class:`Assessment` views, also reachable as accuracy_label,
             confusion_fig, per_class_table, misclassified, upload, predictions.
+        export_bar: the :class:`ExportBar`: export_path (``tlw-export-path``), save_button
+            (``tlw-save``), export_onnx_button (``tlw-export-onnx``), script_button (``tlw-script``),
+            export_result (``tlw-export-result``).
         thread: the thread of the current or last run (``None`` before the first).
     """
 
@@ -191,6 +195,11 @@ class TrainingPanel(Panel):
         self.misclassified = self.assessment.misclassified
         self.upload = self.assessment.upload
         self.predictions = self.assessment.predictions
+        self.export_bar = ExportBar(self.session, on_error=self.show_error, on_clear_error=self.clear_error)
+        self.export_path, self.export_result = self.export_bar.path, self.export_bar.result
+        self.save_button = self.export_bar.save_button
+        self.export_onnx_button = self.export_bar.export_onnx_button
+        self.script_button = self.export_bar.script_button
 
         names = list(self.options)
         self.set_body(
@@ -200,6 +209,7 @@ class TrainingPanel(Panel):
             widgets.HBox([self.progress_bar, self.progress]),
             self.curves_fig,
             self.assessment,
+            self.export_bar,
         )
         self.observe_session(self._on_session_config, "config")
         self.observe_session(
@@ -369,4 +379,5 @@ class TrainingPanel(Panel):
         if self.running:
             self.session.request_stop()
         self.assessment.close()  # also when a subclass moved it out of the direct children
+        self.export_bar.close()
         super().close()
