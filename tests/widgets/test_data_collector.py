@@ -62,7 +62,7 @@ def _add(dc: DataCollector, name: str) -> None:
 def test_folder_is_created_and_controls_wait_for_it(tmp_path: Path) -> None:
     dc = DataCollector(Session(device="cpu"), camera=False)
     assert dc.folder is None and dc.add_class_button.disabled and dc.upload.disabled
-    dc.add_class("cats")  # no folder yet: a message, no exception
+    dc.create_class("cats")  # no folder yet: a message, no exception
     assert "Open a folder first" in dc.last_error
     dc.folder_text.value = str(tmp_path / "new" / "images")
     dc.folder_button.click()
@@ -172,7 +172,7 @@ def test_rename_and_remove_classes(collector: DataCollector) -> None:
 
 @pytest.mark.parametrize("bad", ["", "  ", "a/b", "..", ".secret", "x" * 200])
 def test_bad_class_names_are_refused(collector: DataCollector, bad: str) -> None:
-    collector.add_class(bad)
+    collector.create_class(bad)
     assert collector.last_error and collector.classes == []
 
 

@@ -121,7 +121,7 @@ class DataCollector(Panel):
         self.class_name = _tag(widgets.Text(placeholder="new class, e.g. cat", layout=widgets.Layout(width="200px")),
                                "tlw-class-name")  # fmt: skip
         self.add_class_button = _tag(widgets.Button(description="Add class", icon="plus"), "tlw-add-class")
-        self.add_class_button.on_click(lambda _b: self.add_class(self.class_name.value))
+        self.add_class_button.on_click(lambda _b: self.create_class(self.class_name.value))
         self.class_choice = _tag(widgets.ToggleButtons(options=[], description="Add to",
                                                        style={"button_width": "auto"}), "tlw-class-choice")  # fmt: skip
         self.rename_text = _tag(widgets.Text(placeholder="new name", layout=widgets.Layout(width="160px")),
@@ -133,7 +133,7 @@ class DataCollector(Panel):
         self.remove_button = _tag(widgets.Button(description="Remove class", icon="trash", button_style="danger"),
                                   "tlw-remove-class")  # fmt: skip
         self.remove_button.on_click(
-            lambda _b: self.remove_class(self.class_choice.value, confirm=bool(self.confirm_remove.value))
+            lambda _b: self.delete_class(self.class_choice.value, confirm=bool(self.confirm_remove.value))
         )
 
         # ---- adding pictures
@@ -208,7 +208,7 @@ class DataCollector(Panel):
         return self.store.root
 
     @guarded
-    def add_class(self, name: str) -> Path:
+    def create_class(self, name: str) -> Path:
         """Add a class (an empty sub-folder) and select it for new pictures."""
         folder = self._require_store().add_class(name)
         self.class_name.value = ""
@@ -230,7 +230,7 @@ class DataCollector(Panel):
         return folder
 
     @guarded
-    def remove_class(self, name: str | None, confirm: bool = False) -> int:
+    def delete_class(self, name: str | None, confirm: bool = False) -> int:
         """Remove class ``name``; with pictures in it, only when ``confirm`` is true."""
         if not name:
             raise DataError("Select the class to remove first.")
