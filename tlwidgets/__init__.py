@@ -30,6 +30,9 @@ _LAZY = {
     "TrainingPanel": "tlwidgets.widgets.training_panel",
     "DataCollector": "tlwidgets.widgets.data_collector",
     "Webcam": "tlwidgets.widgets.webcam",
+    "RunsView": "tlwidgets.widgets.runs_view",
+    "CompareView": "tlwidgets.widgets.compare_view",
+    "compare_models": "tlwidgets.core.compare",
 }
 
 __all__ = sorted(_LAZY)
@@ -48,6 +51,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .widgets.model_picker import ModelPicker
     from .widgets.training_panel import TrainingPanel
     from .widgets.webcam import Webcam
+    from .widgets.runs_view import RunsView
+    from .widgets.compare_view import CompareView
+    from .core.compare import compare_models
 
 
 def __getattr__(name: str) -> Any:

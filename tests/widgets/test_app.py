@@ -1,4 +1,4 @@
-"""The App puts the five panels on one Session; changes show everywhere."""
+"""The App puts the panels on one Session; changes show everywhere."""
 
 from __future__ import annotations
 
