@@ -139,7 +139,8 @@ def test_hooks_fire_in_order_with_documented_logs() -> None:
     assert rec.calls[-1] == ("fit_end", history)
     assert set(rec.batch_logs[0]) == {"loss", "acc", "lr", "epoch", "batch", "step", "images_per_s"}
     assert [b["step"] for b in rec.batch_logs] == [1, 2, 3, 4]
-    assert set(rec.epoch_logs[0]) == {"loss", "acc", "val_loss", "val_acc", "lr", "epoch", "time_s"}
+    assert set(rec.epoch_logs[0]) == {"loss", "acc", "val_loss", "val_acc", "lr", "epoch", "time_s",
+                                      "data_images_per_s", "feature_images_per_s", "compute_images_per_s"}
     assert history.epochs == rec.epoch_logs and history.batches == rec.batch_logs
     first = history.epochs[0]
     # epoch loss/acc are the sample-weighted means of that epoch's batches (equal batch sizes here)
@@ -272,5 +273,7 @@ def test_history_extend_and_frames() -> None:
     assert [b["step"] for b in both.batches] == [1, 2, 3, 4, 5, 6]
     assert [b["epoch"] for b in both.batches] == [1, 1, 2, 2, 3, 3]
     assert first.epochs[-1]["epoch"] == 2 and second.epochs[0]["epoch"] == 1  # inputs unchanged
-    assert list(History().epoch_frame().columns) == ["epoch", "loss", "acc", "val_loss", "val_acc", "lr", "time_s"]
+    assert list(History().epoch_frame().columns) == [
+        "epoch", "loss", "acc", "val_loss", "val_acc", "lr", "time_s",
+        "data_images_per_s", "feature_images_per_s", "compute_images_per_s"]
     assert both.batch_frame().shape == (6, 7)

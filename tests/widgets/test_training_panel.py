@@ -103,6 +103,7 @@ def test_train_runs_in_background_and_shows_curves_and_results(session: Session)
     assert list(panel.confusion_fig.data[0].x) == list(session.classes)
     assert all(name in panel.per_class_table.value for name in session.classes)
     assert "Done: 2 epochs" in panel.progress.value
+    assert "cached features (head input)" in panel.progress.value  # the backbone is frozen
     assert panel.progress_bar.value == panel.progress_bar.max
     assert not panel.train_button.disabled and panel.stop_button.disabled
 

@@ -19,7 +19,7 @@ import torch
 import traitlets
 from torch import nn
 
-from . import catalog, data as data_mod, evaluation, heads, layers, training
+from . import catalog, data as data_mod, evaluation, features, feeds, heads, layers, training
 from .device import best_device, describe
 from .errors import BusyError, DataError, ModelError
 from . import checkpoint as checkpoints, recovery
@@ -99,6 +99,8 @@ class Session(traitlets.HasTraits):
         self._trainer: training.Trainer | None = None
         self._subscribers: dict[str, list[Callable[..., Any]]] = {name: [] for name in _EVENTS}
         self.recorder = RunRecorder(self)  # appends to `runs` at the end of every fit
+        self.feature_cache = features.FeatureCache()  # frozen-prefix outputs, reused while nothing changes
+        self._datasets_for: tuple = ()
 
     # ------------------------------------------------------------------ events
     def _subscribe(self, event: str, callback: Callable[..., Any], remove: bool) -> None:
@@ -219,6 +221,23 @@ class Session(traitlets.HasTraits):
         train_tf, eval_tf = data_mod.make_transforms(self._norm_spec(), self.augment, self.image_size)
         self.data.train_tf = train_tf
         self.data.eval_tf = eval_tf
+
+    @traitlets.observe("image_size")
+    def _on_image_size(self, change: dict) -> None:
+        self._refresh_transforms()
+
+    def _datasets(self) -> tuple[data_mod.ImageDataset, data_mod.ImageDataset]:
+        """The training and validation datasets, kept while data and transforms stay the same.
+
+        Keeping them lets decoded images (when they fit in memory) and cached features
+        serve the next fit too.
+        """
+        bundle = self._require_data()
+        key = (self.data_version, bundle, bundle.train_tf, bundle.eval_tf, self.device, self.config.num_workers)
+        if len(self._datasets_for) != 7 or any(a is not b and a != b for a, b in zip(key, self._datasets_for)):
+            decoded = feeds.decoded_fits(bundle, self.device, self.config.num_workers)
+            self._datasets_for = (*key, bundle.datasets(cache=decoded))
+        return self._datasets_for[-1]
 
     @property
     def input_size(self) -> int:
@@ -387,7 +406,7 @@ class Session(traitlets.HasTraits):
                 config = plan.restore_session(self)
             else:
                 config = self.configure(**options) if options else self.config
-            train_ds, val_ds = bundle.datasets()
+            train_ds, val_ds = self._datasets()
             trainer = training.Trainer(
                 model,
                 train_ds,
@@ -396,6 +415,8 @@ class Session(traitlets.HasTraits):
                 device=self.device,
                 lr_factors=dict(self.lr_factors),
                 callbacks=[*plan.callbacks(self), _SessionEvents(self), *callbacks],
+                feature_cache=self.feature_cache,
+                head_path=self.head.path if self.head is not None else None,
             )
             plan.restore_trainer(trainer)
             self._trainer = trainer
@@ -417,6 +438,7 @@ class Session(traitlets.HasTraits):
             (f"{notes} " if notes else "")
             + f"{'Stopped' if history.stopped else 'Trained'} after {len(history.epochs)} epochs"
             + (f"; validation accuracy {val:.1%}." if val is not None and val == val else ".")
+            + f" Batches: {trainer.mode}."
         )
         return history
 

@@ -8,29 +8,32 @@ checked after every batch, so a run ends within one batch.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from tlwidgets.core import features
 from tlwidgets.core.device import autocast_dtype, best_device
 from tlwidgets.core.errors import DataError, TrainingError
 from tlwidgets.core.evaluation import logits_of
+from tlwidgets.core.feeds import Feed
 from tlwidgets.core.layers import param_groups, set_bn_eval
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BATCH_COLUMNS = ("epoch", "batch", "step", "loss", "acc", "lr", "images_per_s")
-EPOCH_COLUMNS = ("epoch", "loss", "acc", "val_loss", "val_acc", "lr", "time_s")
+EPOCH_COLUMNS = ("epoch", "loss", "acc", "val_loss", "val_acc", "lr", "time_s",
+                 "data_images_per_s", "feature_images_per_s", "compute_images_per_s")
 
 
 @dataclass
@@ -40,6 +43,20 @@ class TrainConfig:
     ``channels_last=None`` converts models with Conv2d layers to channels-last memory
     format on CPU and CUDA (faster with oneDNN and tensor cores); ``max_batches_per_epoch``
     caps every epoch (a fast mode for notebooks and tests).
+
+    ``precision``: ``"auto"`` uses bf16 autocast on CPUs that compute bf16 natively and on
+    CUDA GPUs that support it (else fp16 with a gradient scaler); ``"fp32"`` turns
+    autocast off.
+
+    ``cache_features``: ``"auto"`` trains on cached outputs of the frozen prefix when the
+    frozen layers form one (see :mod:`tlwidgets.core.features`) and they fit in memory;
+    ``"on"`` insists (error when impossible); ``"off"`` runs full passes every epoch.
+    ``augment_views``: cached views per training image when the training transform is
+    random. ``compile_features``: ``torch.compile`` the frozen prefix (``"auto"``: only for
+    large datasets, where the compile time pays off).
+
+    ``num_workers=None`` picks DataLoader workers for the device: none on a CPU (the model
+    needs every core), a few with pinned memory on a GPU.
     """
 
     epochs: int = 5
@@ -53,26 +70,30 @@ class TrainConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.0
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None
     precision: str = "auto"
     max_batches_per_epoch: int | None = None
     channels_last: bool | None = None
+    cache_features: str = "auto"
+    augment_views: int = 4
+    compile_features: str = "auto"
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field, its value and what is allowed."""
-        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS}
+        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS,
+                   "cache_features": features.CACHE_MODES, "compile_features": features.COMPILE_MODES}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"TrainConfig.{name}={value!r} is not one of {', '.join(map(repr, allowed))}.")
-        ints = {"epochs": 1, "batch_size": 1, "step_size": 1, "num_workers": 0, "seed": 0}
-        if self.max_batches_per_epoch is not None:
-            ints["max_batches_per_epoch"] = 1
+        ints = {"epochs": 1, "batch_size": 1, "step_size": 1, "seed": 0, "augment_views": 1}
+        optional = {"max_batches_per_epoch": 1, "num_workers": 0}
+        ints.update({k: v for k, v in optional.items() if getattr(self, k) is not None})
         for name, low in ints.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"TrainConfig.{name}={value!r} must be an integer >= {low}"
-                                 + (" (or None)." if name == "max_batches_per_epoch" else "."))
+                                 + (" (or None)." if name in optional else "."))
         # name: (allowed range as text, test)
         ranges = {
             "lr": ("> 0", lambda v: v > 0),
@@ -160,6 +181,11 @@ class History:
 class Trainer:
     """Fits a classifier with cross-entropy, honouring frozen layers and LR factors.
 
+    When the frozen layers form a prefix of the model, later epochs train on cached
+    outputs of that prefix (see :mod:`tlwidgets.core.features`); :attr:`mode` says how
+    this fit feeds its batches, e.g. ``"cached features (head input)"`` or
+    ``"full passes: all layers trainable"``.
+
     Args:
         model: the model (moved to ``device``; left in eval mode after :meth:`fit`).
         train_ds: any Dataset of ``(image tensor, int label)`` pairs.
@@ -169,6 +195,8 @@ class Trainer:
         lr_factors: ``{layer name prefix: factor}`` (see :func:`tlwidgets.core.layers.param_groups`);
             ``None`` trains every unfrozen layer at ``config.lr``.
         callbacks: observers, called in order.
+        feature_cache: keeps cached features between fits (default: a new one per trainer).
+        head_path: qualified name of the classifier head; ``None`` looks it up.
     """
 
     def __init__(
@@ -180,6 +208,8 @@ class Trainer:
         device: torch.device | str | None = None,
         lr_factors: Mapping[str, float] | None = None,
         callbacks: Sequence[Callback] = (),
+        feature_cache: features.FeatureCache | None = None,
+        head_path: str | None = None,
     ) -> None:
         self.model = model
         self.train_ds = train_ds
@@ -188,9 +218,12 @@ class Trainer:
         self.device = torch.device(device) if device is not None else best_device()
         self.lr_factors = None if lr_factors is None else dict(lr_factors)
         self.callbacks = list(callbacks)
+        self.feature_cache = feature_cache if feature_cache is not None else features.FeatureCache()
+        self.head_path = head_path
         self.history = History(config=asdict(config))
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
+        self.mode = ""
         self.epoch = self.batch = self.step = 0
         self._stop = threading.Event()
         self._resume: Mapping[str, Any] | None = None
@@ -231,24 +264,38 @@ class Trainer:
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
         self._amp_dtype = autocast_dtype(self.device, cfg.precision)
-        torch.manual_seed(cfg.seed)
-        self._generator = generator = torch.Generator().manual_seed(cfg.seed)
-        kw = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "pin_memory": self.device.type == "cuda"}
-        self.train_loader = DataLoader(self.train_ds, shuffle=True, generator=generator, drop_last=False, **kw)
-        has_val = self.val_ds is not None and len(self.val_ds) > 0
-        self.val_loader = DataLoader(self.val_ds, shuffle=False, **kw) if has_val else None
-        self.steps_per_epoch = len(self.train_loader)
-        if cfg.max_batches_per_epoch is not None:
-            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_batches_per_epoch)
         groups = param_groups(self.model, cfg.lr, self.lr_factors)
         if not groups:
             raise TrainingError("Nothing to train: every layer is frozen. Unfreeze the head or some layers first.")
+        torch.manual_seed(cfg.seed)
+        self._generator = torch.Generator().manual_seed(cfg.seed)
+        self.steps_per_epoch = math.ceil(len(self.train_ds) / cfg.batch_size)
+        if cfg.max_batches_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_batches_per_epoch)
+        val_ds = self.val_ds if self.val_ds is not None and len(self.val_ds) > 0 else None
+        head_path = self.head_path
+        if head_path is None:
+            with contextlib.suppress(Exception):
+                from tlwidgets.core.heads import find_head
+
+                head_path = find_head(self.model)[0]
+        plan = features.plan(self.model, self.train_ds, val_ds, cfg, self.device, self._amp_dtype,
+                             self._channels_last, self.feature_cache, head_path)
+        self.mode = plan.mode
+        self.feed = Feed(self.model, plan, self.train_ds, val_ds, self.device, self._channels_last,
+                         cfg.batch_size, self._loader_options(), self.feature_cache)
         self.optimizer = self._make_optimizer(groups)
         self.scheduler = self._make_scheduler()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self._scaler = None
         if self.device.type == "cuda" and self._amp_dtype == torch.float16:
             self._scaler = torch.amp.GradScaler("cuda")
+
+    def _loader_options(self) -> dict[str, Any]:
+        workers = self.config.num_workers
+        if workers is None:  # a GPU waits for decoding; on a CPU the workers would steal the model's cores
+            workers = min(4, max((os.cpu_count() or 2) - 1, 1)) if self.device.type == "cuda" else 0
+        return {"num_workers": workers, "pin_memory": self.device.type == "cuda"}
 
     def _make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
         cfg = self.config
@@ -302,7 +349,7 @@ class Trainer:
         try:
             self._call("on_fit_start")
             for epoch in range(first, self.config.epochs + 1):
-                if self._stop.is_set() or not self._run_epoch(epoch, self._train_batches()):
+                if self._stop.is_set() or not self._run_epoch(epoch):
                     history.stopped = True
                     break
         except BaseException as exc:
@@ -314,9 +361,10 @@ class Trainer:
             self._call("on_fit_end", history)
         return history
 
-    def _train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This epoch's training batches; a feature cache can replace this iterable."""
-        return itertools.islice(self.train_loader, self.steps_per_epoch)
+    def _epoch_batches(self) -> list[torch.Tensor]:
+        """This epoch's shuffled index batches (seeded), capped by ``max_batches_per_epoch``."""
+        order = torch.randperm(len(self.train_ds), generator=self._generator)
+        return list(order.split(self.config.batch_size))[: self.steps_per_epoch]
 
     def _current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -326,25 +374,23 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
 
-    def _inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True)
-        if self._channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, torch.as_tensor(y).to(self.device, non_blocking=True)
-
-    def _run_epoch(self, epoch: int, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> bool:
-        """Train on ``batches`` then validate; False when a stop request cut the epoch."""
+    def _run_epoch(self, epoch: int) -> bool:
+        """Train one epoch then validate; False when a stop request cut the epoch."""
         self.epoch = epoch
         self.model.train()
         set_bn_eval(self.model)
+        self.feed.prepare_train_mode()
+        self.feed.reset_timing()
         self._call("on_epoch_start", epoch)
         start = tick = time.perf_counter()
-        loss_sum, correct_sum, seen = 0.0, 0, 0
+        loss_sum, correct_sum, seen, step_s = 0.0, 0, 0, 0.0
         lr = self._current_lr()
-        for batch, (x, y) in enumerate(batches, 1):
+        for batch, (x, y) in enumerate(self.feed.train_batches(epoch, self._epoch_batches()), 1):
             self.batch = batch
             lr = self._current_lr()
+            begin = time.perf_counter()
             loss, correct, n = self._train_step(x, y)
+            step_s += time.perf_counter() - begin
             self.step += 1
             loss_sum, correct_sum, seen = loss_sum + loss * n, correct_sum + correct, seen + n
             now = time.perf_counter()
@@ -361,20 +407,21 @@ class Trainer:
         if self.config.schedule == "step":
             self.scheduler.step()
         logs = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "acc": correct_sum / max(seen, 1),
-                "val_loss": val[0], "val_acc": val[1], "lr": lr, "time_s": time.perf_counter() - start}
+                "val_loss": val[0], "val_acc": val[1], "lr": lr, "time_s": time.perf_counter() - start,
+                **self.feed.rates(), "compute_images_per_s": seen / step_s if step_s > 0 else None}
         self.history.epochs.append(logs)
         self._call("on_epoch_end", epoch, dict(logs))
         return True
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
-        """One optimizer step; returns (mean loss, correct predictions, batch size).
+        """One optimizer step on a batch already on the device; returns (mean loss, correct, size).
 
         The loss is checked before the backward pass, so a NaN/inf loss leaves the
         weights exactly as they were.
         """
-        x, y = self._inputs(x, y)
+        y = y.to(self.device, non_blocking=True)
         with self._autocast():
-            out = self.model(x)
+            out = self.feed.forward(x)
         logits = logits_of(out).float()
         loss = self.criterion(logits, y)
         value = loss.item()
@@ -399,18 +446,20 @@ class Trainer:
 
     def _validate(self) -> tuple[float, float] | None:
         """Mean loss and accuracy on the validation set; None when a stop interrupted it."""
-        if self.val_loader is None:
+        if self.feed.val_ds is None:
             return math.nan, math.nan
         self.model.eval()
         loss_sum, correct, seen = 0.0, 0, 0
         smoothing = self.config.label_smoothing
+        forward = self.feed.forward_eval
+        forward.eval()
         with torch.no_grad():
-            for x, y in self.val_loader:
+            for x, y in self.feed.val_batches():
                 if self._stop.is_set():
                     return None
-                x, y = self._inputs(x, y)
+                y = y.to(self.device, non_blocking=True)
                 with self._autocast():
-                    out = self.model(x)
+                    out = forward(x)
                 logits = logits_of(out).float()
                 loss = nn.functional.cross_entropy(logits, y, label_smoothing=smoothing, reduction="sum")
                 loss_sum += loss.item()

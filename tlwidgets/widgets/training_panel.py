@@ -49,6 +49,7 @@ class _Progress(Callback):
         self.epochs = self.per_epoch = 1
         self.epoch = self.batch = self.done = 0
         self.images_per_s = math.nan
+        self.mode = ""
         self.started = False
 
     def on_fit_start(self, trainer: Any) -> None:
@@ -63,6 +64,7 @@ class _Progress(Callback):
         self.epoch = 1
         self.batch = self.done = 0
         self.images_per_s = math.nan
+        self.mode = str(getattr(trainer, "mode", "") or "")  # cached features or full passes
         self.panel.progress_bar.max = self.epochs * self.per_epoch
         self.panel.progress_bar.value = 0
         self.panel.progress_bar.bar_style = "info"
@@ -90,7 +92,7 @@ class _Progress(Callback):
         elif history.stopped:
             text, style = f"Stopped after {n} complete epochs, {self.done} batches ({elapsed}).", "warning"
         else:
-            text, style = f"Done: {n} epochs in {elapsed}.", "success"
+            text, style = f"Done: {n} epochs in {elapsed}" + (f"; {self.mode}." if self.mode else "."), "success"
         notes = " ".join(getattr(trainer, "notes", ()))  # e.g. retried with a smaller batch
         if notes:
             text = f"{notes} {text}"
@@ -110,6 +112,7 @@ class _Progress(Callback):
         self.panel.progress.value = (
             f"Epoch {self.epoch}/{self.epochs} · batch {self.batch}/{self.per_epoch} · {ips} · "
             f"elapsed {_clock(elapsed)} · ETA {_clock(eta)}"
+            + (f" · {html.escape(self.mode)}" if self.mode else "")
         )
         self.panel.progress_bar.value = min(self.done, self.panel.progress_bar.max)
 
@@ -128,7 +131,8 @@ class TrainingPanel(Panel):
             ``session.config`` shows in them.
         train_button: starts :meth:`start` (``tlw-train``). stop_button: asks the run to stop (``tlw-stop``).
         hint: why Train is disabled, when it is (``tlw-train-hint``).
-        progress: epoch, batch, images/s, elapsed, ETA (``tlw-progress``); progress_bar: IntProgress.
+        progress: epoch, batch, images/s, elapsed, ETA and how batches are fed (cached
+            features or full passes) (``tlw-progress``); progress_bar: IntProgress.
         live: the :class:`LiveCurves` callback; curves_fig: its FigureWidget (``tlw-curves``).
         assessment: the :class:`Assessment` views, also reachable as accuracy_label,
             confusion_fig, per_class_table, misclassified, upload, predictions.

@@ -1,0 +1,334 @@
+"""Frozen-prefix feature cache: run the frozen front of a network once per image.
+
+When the frozen layers form a prefix of the network (see :mod:`tlwidgets.core.splits`),
+the trainer computes the prefix's output for each image once, keeps it (on the
+training device) and trains the rest on those tensors in later epochs. The validation
+set is cached the same way. Features are extracted lazily, batch by batch, in the
+first epoch, so the first epoch costs what a full pass costs and Stop works at once.
+
+With random training transforms (augmentation) each image gets ``augment_views``
+cached views: epoch ``e`` uses view ``(e - 1) % views``, so the first ``views`` epochs
+see fresh augmentations and later epochs reuse them.
+
+A :class:`FeatureCache` outlives one fit: the next fit reuses its features while the
+model's frozen weights (checked by tensor identity, in-place version and storage),
+the trainable set, the head, the datasets and their transforms, the precision, the
+memory layout and the device stay the same. Any change starts a new cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from tlwidgets.core.errors import TrainingError
+from tlwidgets.core.splits import Split, find_split, first_trainable
+
+CACHE_MODES = ("auto", "on", "off")
+COMPILE_MODES = ("auto", "on", "off")
+#: ``compile_features="auto"`` compiles the prefix when at least this many images are to be
+#: extracted: compiling costs 20-60 s on a CPU and roughly doubles the feature throughput.
+COMPILE_MIN_IMAGES = 20_000
+#: Share of the device's free memory the cache may fill under ``cache_features="auto"``.
+MEMORY_FRACTION = 0.25
+
+# Transform classes known to be deterministic; any other transform counts as random.
+_DETERMINISTIC = frozenset({
+    "Compose", "Resize", "CenterCrop", "ToTensor", "PILToTensor", "ToImage", "ToDtype",
+    "ConvertImageDtype", "Normalize", "Grayscale", "Pad", "Identity", "function",
+})
+
+
+def is_random_transform(transform: Any) -> bool:
+    """True unless ``transform`` is made only of known deterministic steps (None counts as deterministic)."""
+    if transform is None:
+        return False
+    name = type(transform).__name__
+    if name == "Compose":
+        return any(is_random_transform(t) for t in transform.transforms)
+    if name == "function" and getattr(transform, "__name__", "") != "_identity":
+        return True
+    return name not in _DETERMINISTIC
+
+
+def dataset_is_random(dataset: Dataset | None) -> bool:
+    """Whether items of ``dataset`` can differ between reads (augmentation).
+
+    A ``TensorDataset`` is fixed; a dataset with a ``transform`` attribute is judged by
+    it; any other dataset is assumed random, which only costs extra cached views.
+    """
+    if dataset is None or isinstance(dataset, TensorDataset):
+        return False
+    if hasattr(dataset, "transform"):
+        return is_random_transform(dataset.transform)
+    return True
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes the cache may use on ``device`` under ``cache_features="auto"``."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * MEMORY_FRACTION)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            fields = dict(line.split(":", 1) for line in fh)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        available = 8 << 30
+    return int(available * MEMORY_FRACTION)
+
+
+# ---------------------------------------------------------------------------- the key
+def _ref(obj: Any) -> Any:
+    return None if obj is None else weakref.ref(obj)
+
+
+def _alive_same(refs: tuple, others: tuple) -> bool:
+    if len(refs) != len(others):
+        return False
+    for a, b in zip(refs, others):
+        if (a is None) != (b is None):
+            return False
+        if a is not None and (a() is None or a() is not b()):
+            return False
+    return True
+
+
+@dataclass
+class _Key:
+    """What the cached features depend on: objects (held weakly) and values."""
+
+    refs: tuple
+    values: tuple
+
+    def same(self, other: _Key) -> bool:
+        return self.values == other.values and _alive_same(self.refs, other.refs)
+
+
+def _transform_of(dataset: Dataset | None) -> str:
+    return repr(getattr(dataset, "transform", None))
+
+
+def _make_key(model: nn.Module, split: Split, train_ds: Dataset, options: tuple) -> _Key:
+    prefix_params = list(split.prefix.parameters())
+    suffix_params = split.suffix_params()
+    buffers = [b for b in split.prefix.buffers()]
+    values = (
+        split.where,
+        tuple(n for n, p in model.named_parameters() if p.requires_grad),
+        tuple((p._version, p.data_ptr(), p.dtype, tuple(p.shape), p.requires_grad) for p in prefix_params),
+        tuple((b._version, b.data_ptr(), float(b.double().sum())) for b in buffers),
+        len(train_ds), _transform_of(train_ds), options,
+    )
+    refs = (_ref(model), _ref(train_ds), *map(_ref, prefix_params), *map(_ref, suffix_params))
+    return _Key(refs, values)
+
+
+def _data_key(dataset: Dataset) -> _Key:
+    return _Key((_ref(dataset),), (len(dataset), _transform_of(dataset)))
+
+
+# ---------------------------------------------------------------------------- storage
+@dataclass
+class _Part:
+    """Features of one split of the data: ``views x n`` slots, filled lazily."""
+
+    n: int
+    views: int
+    data: torch.Tensor | None = None
+    filled: torch.Tensor = field(init=False)
+    labels: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.filled = torch.zeros(self.views, self.n, dtype=torch.bool)
+        self.labels = torch.zeros(self.n, dtype=torch.long)
+
+    def complete(self, view: int, index: torch.Tensor) -> bool:
+        return bool(self.filled[view, index].all())
+
+    def put(self, view: int, index: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.data is None:
+            self.data = torch.empty((self.views, self.n, *features.shape[1:]), dtype=features.dtype,
+                                    device=features.device)
+        self.data[view].index_copy_(0, index.to(self.data.device), features.detach().to(self.data.dtype))
+        self.filled[view, index] = True
+        self.labels[index] = labels.to("cpu", torch.long)
+
+    def get(self, view: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.data is not None
+        return self.data[view].index_select(0, index.to(self.data.device)), self.labels[index]
+
+
+@dataclass
+class _Entry:
+    key: _Key
+    train: _Part
+    val: _Part | None = None
+    val_key: _Key | None = None
+    prefix_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    compiled: bool = False
+
+
+class FeatureCache:
+    """Cached prefix features, kept between fits while nothing they depend on changes.
+
+    Attributes:
+        stats: ``images_extracted`` (images run through the frozen prefix),
+            ``images_reused`` (batches served from the cache, in images) and ``builds``
+            (how many times the cache was started afresh).
+    """
+
+    def __init__(self) -> None:
+        self._entry: _Entry | None = None
+        self._split: tuple[tuple, tuple, Split | str] | None = None
+        self.stats = {"images_extracted": 0, "images_reused": 0, "builds": 0}
+
+    def clear(self) -> None:
+        """Drop the cached features (the next fit extracts them again)."""
+        self._entry = None
+        self._split = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by cached features."""
+        entry = self._entry
+        if entry is None:
+            return 0
+        parts = [entry.train] + ([entry.val] if entry.val is not None else [])
+        return sum(p.data.numel() * p.data.element_size() for p in parts if p.data is not None)
+
+    def _find_split(self, model: nn.Module, head_path: str | None, probe: torch.Tensor) -> Split | str:
+        refs = tuple(weakref.ref(m) for m in model.modules())
+        values = (head_path, tuple(n for n, p in model.named_parameters() if p.requires_grad), tuple(probe.shape))
+        if self._split is not None and self._split[1] == values and _alive_same(self._split[0], refs):
+            return self._split[2]
+        split = find_split(model, head_path, probe)
+        self._split = (refs, values, split)
+        return split
+
+    def _lookup(self, key: _Key, make: Callable[[], _Entry]) -> _Entry:
+        if self._entry is None or not self._entry.key.same(key):
+            self._entry = None  # free the old features before allocating new ones
+            self._entry = make()
+            self.stats["builds"] += 1
+        return self._entry
+
+
+# ---------------------------------------------------------------------------- planning
+@dataclass
+class Plan:
+    """How one fit feeds its batches: ``mode`` says it in words."""
+
+    mode: str
+    split: Split | None = None
+    entry: _Entry | None = None
+    views: int = 1
+    val_cached: bool = False
+
+
+def _probe(train_ds: Dataset, val_ds: Dataset | None) -> torch.Tensor:
+    """One input image, read without touching the global random state."""
+    source = val_ds if val_ds is not None and len(val_ds) > 0 else train_ds
+    with torch.random.fork_rng(devices=[]):
+        x = source[0][0]
+    return torch.as_tensor(x)[None]
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.2f} GB"
+
+
+def plan(model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, config: Any, device: torch.device,
+         amp: torch.dtype | None, channels_last: bool, cache: FeatureCache, head_path: str | None) -> Plan:
+    """Decide between cached features and full passes for one fit.
+
+    Raises:
+        TrainingError: ``cache_features="on"`` and the model has no frozen prefix to cache.
+    """
+    if config.cache_features == "off":
+        return Plan("full passes: feature cache off")
+    probe = _probe(train_ds, val_ds).to(device)
+    if channels_last and probe.dim() == 4:
+        probe = probe.contiguous(memory_format=torch.channels_last)
+    split = cache._find_split(model, head_path, probe)
+    if not isinstance(split, Split):
+        first = first_trainable(model)
+        why = split if split in ("all layers trainable", "nothing is trainable") or first is None else (
+            f"{first.rsplit('.', 1)[0]} trainable; {split}")
+        if config.cache_features == "on":
+            raise TrainingError(f"cache_features='on' but there is no frozen prefix to cache: {why}. "
+                                "Freeze the first layers, or use cache_features='auto'.")
+        return Plan(f"full passes: {why}")
+    views = int(config.augment_views) if dataset_is_random(train_ds) else 1
+    val_cached = val_ds is not None and len(val_ds) > 0 and not dataset_is_random(val_ds)
+    with torch.no_grad(), _autocast(device, amp):
+        split.prefix_eval()
+        sample = split.prefix(probe)
+    per_image = sample[0].numel() * sample.element_size()
+    total = per_image * (len(train_ds) * views + (len(val_ds) if val_cached else 0))
+    budget = memory_budget(device)
+    if config.cache_features == "auto" and total > budget:
+        return Plan(f"full passes: features need {_gb(total)}, more than the cache limit {_gb(budget)}")
+    options = (str(amp), channels_last, str(device), views, config.compile_features)
+    key = _make_key(model, split, train_ds, options)
+    entry = cache._lookup(key, lambda: _Entry(key, _Part(len(train_ds), views)))
+    if val_cached:  # a fit without validation (lr_find) keeps the cached validation features
+        val_key = _data_key(val_ds)
+        if entry.val is None or entry.val_key is None or not entry.val_key.same(val_key):
+            entry.val, entry.val_key = _Part(len(val_ds), 1), val_key
+    if entry.prefix_fn is None:
+        entry.prefix_fn, entry.compiled = _prefix_fn(split, device, amp, config, total // max(per_image, 1))
+    where = split.where + (f", {views} augmented views" if views > 1 else "")
+    compiled = ", compiled" if entry.compiled else ""
+    return Plan(f"cached features ({where}{compiled})", split, entry, views, val_cached)
+
+
+def _autocast(device: torch.device, amp: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp)
+
+
+def _prefix_fn(split: Split, device: torch.device, amp: torch.dtype | None, config: Any,
+               images: int) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+    """The prefix as a function of a batch (autocast inside); compiled when it pays off."""
+
+    def eager(x: torch.Tensor) -> torch.Tensor:
+        with _autocast(device, amp):
+            return split.prefix(x)
+
+    wanted = config.compile_features == "on" or (
+        config.compile_features == "auto" and images >= COMPILE_MIN_IMAGES and os.name != "nt")
+    if not wanted:
+        return eager, False
+    compiled = torch.compile(eager, dynamic=False, options={"freezing": True})
+    size = int(config.batch_size)
+    state = {"ok": True}
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if not state["ok"]:
+            return eager(x)
+        n = x.shape[0]
+        if n < size:  # one shape only: a smaller last batch would compile again
+            pad = x[:1].expand(size - n, *x.shape[1:])
+            x = torch.cat([x, pad])
+            if x.dim() == 4 and not x.is_contiguous():
+                x = x.contiguous(memory_format=torch.channels_last)
+        try:
+            return compiled(x)[:n]
+        except Exception as exc:  # the compiler does not support every model/platform
+            state["ok"] = False
+            warnings.warn(f"Compiling the feature pass failed ({type(exc).__name__}: {exc}); "
+                          "using eager mode.", RuntimeWarning, stacklevel=2)
+            return eager(x[:n])
+
+    return run, True
