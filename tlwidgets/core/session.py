@@ -442,6 +442,25 @@ class Session(traitlets.HasTraits):
         )
         return history
 
+    def lr_find(self, **options: Any) -> Any:
+        """Learning-rate range test; the weights are restored afterwards.
+
+        Returns a :class:`~tlwidgets.core.recipes.LRFinderResult` (``frame`` with columns
+        ``lr`` and ``loss``, ``suggestion``); see :func:`tlwidgets.core.recipes.lr_find`.
+        """
+        from . import recipes
+
+        return recipes.lr_find(self, **options)
+
+    def fine_tune(self, epochs_head: int = 1, epochs_all: int = 3, base_lr: float = 2e-3, **options: Any) -> Any:
+        """Train the head with the backbone frozen, then everything with lower LRs for early stages.
+
+        See :func:`tlwidgets.core.recipes.fine_tune`; returns the whole History.
+        """
+        from . import recipes
+
+        return recipes.fine_tune(self, epochs_head, epochs_all, base_lr, **options)
+
     @property
     def continues_history(self) -> bool:
         """True when the next fit extends the current history (same model and head).
