@@ -114,7 +114,7 @@ def _hostile_folder(root: Path) -> tuple[set[str], dict[str, str]]:
     (cats / "truncated.png").write_bytes(whole_png[: len(whole_png) // 2])
     skip(cats / "truncated.png", "truncated image")
     (cats / "header only.jpg").write_bytes(whole_jpeg[:200])
-    skip(cats / "header only.jpg", "truncated image")
+    skip(cats / "header only.jpg", "cannot be decoded: Truncated File Read")
     (cats / "zero.jpg").write_bytes(b"")
     skip(cats / "zero.jpg", "empty file (0 bytes)")
     (cats / "text.png").write_text("just some words, no pixels")

@@ -168,7 +168,7 @@ def _decode_reason(exc: BaseException) -> str:
     if isinstance(exc, PermissionError):
         return "cannot be read (permission denied)"
     message = str(exc) or type(exc).__name__
-    if "truncated" in message.lower() or "broken data stream" in message:
+    if "truncated" in message or "broken data stream" in message:
         return "truncated image"
     return f"cannot be decoded: {message}"
 
