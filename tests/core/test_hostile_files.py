@@ -6,7 +6,9 @@ be used, and nothing may raise, hang, write outside its folder or run code.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import re
 import stat
@@ -483,3 +485,24 @@ def test_package_never_unpickles_untrusted_data() -> None:
             offenders += [f"{path.name}: {m.group(0)}" for m in re.finditer(pattern, text)]
     assert not offenders, offenders
 
+
+
+def test_bundle_whose_weights_are_a_code_running_pickle_is_refused(tmp_path: Path) -> None:
+    from tlwidgets import Session
+
+    s = Session(device="cpu", image_size=32)
+    s.load_model("mobilenet_v3_small", pretrained=False)
+    folder = s.save(tmp_path / "bundle")
+    marker = tmp_path / "code-ran.txt"
+    weights_file = next(folder.glob("*.safetensors"))
+    torch.save({"state_dict": _RunsCode(marker)}, weights_file)  # a pickle under the safetensors name
+    with pytest.raises(ModelError, match="do not match the SHA-256"):
+        Session.load(folder, device="cpu")
+    # A forger who also updates the recorded hash gets no further.
+    meta_file = folder / "tlwidgets.json"
+    meta = json.loads(meta_file.read_text())
+    meta["weights"]["sha256"] = hashlib.sha256(weights_file.read_bytes()).hexdigest()
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="not a safetensors file"):
+        Session.load(folder, device="cpu")
+    assert not marker.exists()
