@@ -229,6 +229,10 @@ def test_resume_refuses_a_checkpoint_of_another_model_or_other_options(folder: P
     torch.save({"format": "something else"}, tmp_path / "foreign.ckpt")
     with pytest.raises(TrainingError, match="not a tlwidgets training checkpoint"):
         s.fit(resume=tmp_path / "foreign.ckpt")
+    torch.save({"format": C.FORMAT, "version": C.VERSION, "model": {"x": 1}}, tmp_path / "damaged.ckpt")
+    with pytest.raises(TrainingError, match="incomplete or damaged"):
+        s.fit(resume=tmp_path / "damaged.ckpt")
+    assert s.status == "idle" and len(s.history.epochs) == 1
 
 
 class _RunsCode:

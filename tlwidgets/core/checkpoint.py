@@ -85,6 +85,12 @@ def load(path: PathLike) -> dict[str, Any]:
         raise TrainingError(
             f"{path} is a version {state.get('version')!r} checkpoint; this tlwidgets reads version {VERSION}."
         )
+    model, trainer, session = state.get("model"), state.get("trainer"), state.get("session")
+    if not (isinstance(model, dict) and all(isinstance(v, torch.Tensor) for v in model.values())
+            and isinstance(trainer, dict) and isinstance(session, dict)
+            and {"epoch", "step", "config", "history", "optimizer", "rng"} <= set(trainer)
+            and {"model", "classes", "trainable", "lr_factors", "base_history"} <= set(session)):
+        raise TrainingError(f"The checkpoint {path} is incomplete or damaged; train again to write a new one.")
     return state
 
 
