@@ -61,6 +61,7 @@ def _add(dc: DataCollector, name: str) -> None:
 
 def test_folder_is_created_and_controls_wait_for_it(tmp_path: Path) -> None:
     dc = DataCollector(Session(device="cpu"), camera=False)
+    assert "tlw-data-collector" in dc._dom_classes and "tlw-panel" in dc._dom_classes
     assert dc.folder is None and dc.add_class_button.disabled and dc.upload.disabled
     dc.create_class("cats")  # no folder yet: a message, no exception
     assert "Open a folder first" in dc.last_error
