@@ -283,3 +283,26 @@ def test_live_preview_classifies_the_newest_frame_throttled(collector: DataColle
     dc.add_images([("g.png", _picture(GREEN))])
     assert not dc.model_matches()
     assert dc.classify(Image.new("RGB", (8, 8))) is None and "does not predict" in dc.predictions.value
+
+
+def test_app_shows_the_collector_only_when_asked(tmp_path: Path) -> None:
+    from tlwidgets import App
+
+    plain = App(Session(device="cpu"))
+    assert not hasattr(plain, "data_collector") and plain.tabs.get_title(0) == "1. Model"
+    plain.close()
+
+    s = Session(device="cpu", image_size=32)
+    app = App(s, collect=tmp_path / "class-pictures")
+    dc = app.data_collector
+    assert app.tabs.get_title(0) == "0. Collect" and app.tabs.children[0] is dc and app.panels[0] is dc
+    assert dc.folder == (tmp_path / "class-pictures").resolve()
+    for name, colour in (("blue", BLUE), ("red", RED)):
+        dc.create_class(name)
+        dc.add_images([(f"{name}{i}.png", _picture(colour, seed=i)) for i in range(4)])
+    dc.use_button.click()
+    assert dc.last_error == "" and s.data.classes == ["blue", "red"]
+    assert set(app.dataset_browser.sample_paths) == {"blue", "red"}
+    assert "2 classes" in app.status_line.value
+    app.close()
+    assert dc.comm is None  # closed with the App

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import html
+import os
 from typing import Any
 
 import ipywidgets as widgets
 
 from ..core.session import Session
 from ._panel import Panel
+from .data_collector import DataCollector
 from .dataset_browser import DatasetBrowser
 from .head_editor import HeadEditor
 from .layer_table import LayerTable
@@ -38,13 +40,27 @@ class App(Panel):
         session: the shared session (a new one on the best device when omitted).
         load_defaults: load the offline default model and the built-in demo data
             when the session has none, so the App works with no network.
+        collect: add a first tab, "0. Collect", with a :class:`DataCollector` for making
+            your own classes from uploads and webcam pictures: a folder (opened at once)
+            or ``True`` (the user opens one). Off by default.
     """
 
     css_class = "tlw-app"
 
-    def __init__(self, session: Session | None = None, load_defaults: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        session: Session | None = None,
+        load_defaults: bool = False,
+        collect: bool | str | os.PathLike[str] = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(session, title=None, **kwargs)
         s = self.session
+        self._steps = _STEPS
+        if collect is not False and collect is not None:
+            folder = None if collect is True else collect
+            self.data_collector = DataCollector(s, folder=folder)
+            self._steps = (("0. Collect", "data_collector"), *_STEPS)
         self.model_picker = ModelPicker(s)
         self.dataset_browser = DatasetBrowser(s)
         self.head_editor = HeadEditor(s)
@@ -53,8 +69,8 @@ class App(Panel):
         self.runs_view = RunsView(s)
         self.status_line = widgets.HTML()
         self.status_line.add_class("tlw-status")
-        self.tabs = widgets.Tab(children=[getattr(self, attr) for _, attr in _STEPS])
-        for i, (label, _) in enumerate(_STEPS):
+        self.tabs = widgets.Tab(children=[getattr(self, attr) for _, attr in self._steps])
+        for i, (label, _) in enumerate(self._steps):
             self.tabs.set_title(i, label)
         self.set_body(self.status_line, self.tabs)
         self.observe_session(
@@ -67,7 +83,7 @@ class App(Panel):
     @property
     def panels(self) -> tuple[Panel, ...]:
         """The panels in workflow order."""
-        return tuple(getattr(self, attr) for _, attr in _STEPS)
+        return tuple(getattr(self, attr) for _, attr in self._steps)
 
     def _load_defaults(self) -> None:
         from ..core.catalog import default_model
