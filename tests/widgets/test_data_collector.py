@@ -84,7 +84,7 @@ def test_existing_class_folders_are_shown(tmp_path: Path) -> None:
     (root / "stray.png").write_bytes(_picture(RED))
     dc = DataCollector(Session(device="cpu"), folder=root, camera=False)
     assert dc.classes == ["dog"] and dc.shown_files() == {"dog": ["a.png"]}
-    assert "1 pictures outside class folders are ignored" in dc.status.value
+    assert "1 picture outside class folders ignored" in dc.status.value
     dc.close()
 
 

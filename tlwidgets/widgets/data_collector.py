@@ -62,6 +62,10 @@ def top_k_html(frame: pd.DataFrame, note: str = "") -> str:
     return f"<div class='tlw-live-bars'>{''.join(rows)}{extra}</div>"
 
 
+def _pictures(n: int) -> str:
+    return f"{n} picture" if n == 1 else f"{n} pictures"
+
+
 def _hint(text: str, colour: str = "#666") -> str:
     return f"<span style='color:{colour}'>{html.escape(text)}</span>"
 
@@ -203,7 +207,7 @@ class DataCollector(Panel):
         self.refresh()
         stray = self.store.stray_images()
         found = f"{len(self.classes)} classes found" if self.classes else "no classes yet: add one"
-        note = f"; {len(stray)} pictures outside class folders are ignored" if stray else ""
+        note = f"; {_pictures(len(stray))} outside class folders ignored" if stray else ""
         self._say(f"Folder {self.store.root}: {found}{note}.")
         return self.store.root
 
@@ -237,12 +241,12 @@ class DataCollector(Panel):
         store = self._require_store()
         count = len(store.images(name))
         if count and not confirm:
-            raise DataError(f"Class {name!r} holds {count} pictures: tick 'also delete its pictures' and press "
+            raise DataError(f"Class {name!r} holds {_pictures(count)}: tick 'also delete its pictures' and press "
                             "Remove class again to delete them.")  # fmt: skip
         store.remove_class(name, confirm=True)
         self.confirm_remove.value = False
         self.refresh()
-        self._say(f"Class {name!r} removed" + (f" with its {count} pictures." if count else "."))
+        self._say(f"Class {name!r} removed" + (f" with its {_pictures(count)}." if count else "."))
         return count
 
     # ------------------------------------------------------------------ pictures
@@ -269,7 +273,7 @@ class DataCollector(Panel):
                 refused.append(str(exc))
         self.refresh()
         if saved:
-            self._say(f"Saved {len(saved)} picture{'s' if len(saved) != 1 else ''} in {target!r}.")
+            self._say(f"Saved {_pictures(len(saved))} in {target!r}.")
         if refused:
             raise DataError(" ".join(refused))
         return saved
@@ -343,7 +347,7 @@ class DataCollector(Panel):
             header, box, _section = self.sections[name]
             more = f" (newest {len(visible)} shown)" if len(visible) < len(paths) else ""
             header.value = (f"<b class='tlw-class-title'>{html.escape(name)}</b> "
-                            f"<span style='color:#666'>{len(paths)} pictures{more}</span>")  # fmt: skip
+                            f"<span style='color:#666'>{_pictures(len(paths))}{more}</span>")  # fmt: skip
             box.children = tiles
         for key in [k for k in self.tiles if k not in shown]:
             self.tiles.pop(key).close()
