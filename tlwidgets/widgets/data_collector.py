@@ -107,7 +107,7 @@ class DataCollector(Panel):
         self.preview_interval = float(preview_interval)
         self.tiles: dict[str, widgets.VBox] = {}
         self.sections: dict[str, tuple[widgets.HTML, widgets.Box, widgets.VBox]] = {}
-        self._latest: Image.Image | None = None
+        self._latest: Image.Image | Frame | None = None
         self._latest_lock = threading.Lock()
         self._wake = threading.Event()
         self._preview_stop = threading.Event()
@@ -429,15 +429,15 @@ class DataCollector(Panel):
         self.predictions.value = top_k_html(frame, note)
         return frame
 
-    def submit_preview(self, image: Image.Image) -> None:
-        """Queue ``image`` for the live preview; only the newest waiting picture is classified."""
+    def submit_preview(self, image: Image.Image | Frame) -> None:
+        """Queue a picture (or a webcam frame) for the live preview; only the newest waiting one is classified."""
         with self._latest_lock:
             self._latest = image
         self._wake.set()
 
     def _on_stream_frame(self, frame: Frame) -> None:
         if self.live_preview.value:
-            self.submit_preview(frame.image())
+            self.submit_preview(frame)  # decoded by the preview thread, and only if it is still the newest
 
     def _on_live_preview(self, change: dict) -> None:
         if change["new"]:
@@ -476,7 +476,7 @@ class DataCollector(Panel):
                 continue
             last = time.monotonic()
             try:
-                self.classify(image)
+                self.classify(image.image() if isinstance(image, Frame) else image)
             except Exception as exc:  # noqa: BLE001 - a failed prediction must not end the loop
                 self.show_error(exc)
 
