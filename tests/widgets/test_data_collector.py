@@ -275,7 +275,7 @@ def test_live_preview_classifies_the_newest_frame_throttled(collector: DataColle
 
     dc.live_preview.value = False
     assert not dc.webcam.streaming
-    thread = dc._preview_thread
+    thread = dc.preview_worker.thread
     thread.join(timeout=5)
     assert not thread.is_alive()
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import io
 import os
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,36 +29,16 @@ from ..core.errors import DataError
 from ..core.session import Session
 from . import _images
 from ._image_folder import ImageFolderStore
+from ._live_preview import LatestOnly, top_k_html
 from ._panel import Panel, guarded
 from .webcam import Frame, Webcam
 
 _THUMB = 64
-_BAR_COLOURS = ("#2a7ae2", "#7aa7e8", "#b6cdf0")
 
 
 def _tag(widget: Any, css_class: str) -> Any:
     widget.add_class(css_class)
     return widget
-
-
-def top_k_html(frame: pd.DataFrame, note: str = "") -> str:
-    """Horizontal probability bars (HTML) for the rows of one image of ``Session.predict``."""
-    rows = []
-    for i, (name, prob) in enumerate(zip(frame["class"], frame["probability"])):
-        pct = max(0.0, min(100.0, 100.0 * float(prob)))
-        colour = _BAR_COLOURS[min(i, len(_BAR_COLOURS) - 1)]
-        weight = "bold" if i == 0 else "normal"
-        rows.append(
-            f"<div class='tlw-live-row' data-class='{html.escape(str(name), quote=True)}' "
-            "style='display:flex;align-items:center;gap:6px;margin:2px 0'>"
-            f"<span style='width:110px;overflow:hidden;text-overflow:ellipsis;font-weight:{weight}'>"
-            f"{html.escape(str(name))}</span>"
-            "<span style='flex:0 0 180px;background:#eee;height:14px;border-radius:3px'>"
-            f"<span style='display:block;width:{pct:.1f}%;height:14px;background:{colour};border-radius:3px'></span>"
-            f"</span><span style='width:48px;text-align:right'>{pct:.0f}%</span></div>"
-        )
-    extra = f"<div style='color:#777;font-size:11px'>{html.escape(note)}</div>" if note else ""
-    return f"<div class='tlw-live-bars'>{''.join(rows)}{extra}</div>"
 
 
 def _pictures(n: int) -> str:
@@ -107,11 +86,7 @@ class DataCollector(Panel):
         self.preview_interval = float(preview_interval)
         self.tiles: dict[str, widgets.VBox] = {}
         self.sections: dict[str, tuple[widgets.HTML, widgets.Box, widgets.VBox]] = {}
-        self._latest: Image.Image | Frame | None = None
-        self._latest_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._preview_stop = threading.Event()
-        self._preview_thread: threading.Thread | None = None
+        self.preview_worker = LatestOnly(self._classify_item, preview_interval, self.show_error, "tlw-live-preview")
 
         # ---- folder
         self.folder_text = _tag(widgets.Text(value=os.fspath(folder) if folder is not None else "my_images",
@@ -431,9 +406,10 @@ class DataCollector(Panel):
 
     def submit_preview(self, image: Image.Image | Frame) -> None:
         """Queue a picture (or a webcam frame) for the live preview; only the newest waiting one is classified."""
-        with self._latest_lock:
-            self._latest = image
-        self._wake.set()
+        self.preview_worker.submit(image)
+
+    def _classify_item(self, item: Image.Image | Frame) -> None:
+        self.classify(item.image() if isinstance(item, Frame) else item)
 
     def _on_stream_frame(self, frame: Frame) -> None:
         if self.live_preview.value:
@@ -441,11 +417,8 @@ class DataCollector(Panel):
 
     def _on_live_preview(self, change: dict) -> None:
         if change["new"]:
-            self._preview_stop.clear()
-            if self._preview_thread is None or not self._preview_thread.is_alive():
-                self._preview_thread = threading.Thread(target=self._preview_loop, name="tlw-live-preview",
-                                                        daemon=True)  # fmt: skip
-                self._preview_thread.start()
+            self.preview_worker.interval = self.preview_interval
+            self.preview_worker.start()
             if self.webcam is not None:
                 self.webcam.streaming = True
                 self.webcam.interval_ms = max(50, int(self.preview_interval * 1000))
@@ -454,36 +427,14 @@ class DataCollector(Panel):
             elif self.webcam is None or not self.webcam.active:
                 self.predictions.value = _hint("Start the camera, or upload a picture.")
         else:
-            self._preview_stop.set()
-            self._wake.set()
+            self.preview_worker.stop()
             if self.webcam is not None:
                 self.webcam.streaming = False
             self._update_controls()
 
-    def _preview_loop(self) -> None:
-        last = 0.0
-        while not self._preview_stop.is_set():
-            self._wake.wait(timeout=1.0)
-            if self._preview_stop.is_set():
-                break
-            wait = self.preview_interval - (time.monotonic() - last)
-            if wait > 0:
-                time.sleep(wait)  # throttle: frames arriving meanwhile replace each other
-            with self._latest_lock:
-                image, self._latest = self._latest, None
-                self._wake.clear()
-            if image is None:
-                continue
-            last = time.monotonic()
-            try:
-                self.classify(image.image() if isinstance(image, Frame) else image)
-            except Exception as exc:  # noqa: BLE001 - a failed prediction must not end the loop
-                self.show_error(exc)
-
     def close(self) -> None:
         """Stop the live preview and close every widget (safe to call twice)."""
-        self._preview_stop.set()
-        self._wake.set()
+        self.preview_worker.stop()
         for tile in list(self.tiles.values()):
             tile.close()
         self.tiles.clear()
