@@ -110,3 +110,15 @@ def test_bad_arguments_are_named() -> None:
         LiveCurves(min_interval=-1)
     with pytest.raises(ValueError, match="smoothing"):
         LiveCurves(smoothing=1.0)
+
+
+def test_many_short_epochs_are_throttled_too() -> None:
+    # A head trained on cached features runs an epoch in milliseconds: epoch ends must not
+    # resend the figure every time, yet every validation point shows after the fit.
+    curves = LiveCurves(min_interval=0.25)
+    start = time.perf_counter()
+    epoch_logs = _feed(curves, epochs=200, batches=400)
+    elapsed = time.perf_counter() - start
+    assert curves.refresh_count <= 2 + math.ceil(elapsed / 0.25) + 1 < 50
+    assert list(curves.fig.data[VAL_ACC].y) == [e["val_acc"] for e in epoch_logs]
+    assert curves.epochs_seen == 200

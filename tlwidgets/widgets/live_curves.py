@@ -2,7 +2,7 @@
 
 The training loop calls the hooks from its own thread. Per batch the callback only
 appends two numbers to numpy buffers; the figure is resent at most every
-``min_interval`` seconds (and always at epoch end and fit end), inside
+``min_interval`` seconds (and always at fit end), inside
 ``fig.batch_update()`` and thinned to ``max_points`` per curve, because plotly has
 no Python-side extendTraces: every refresh resends x and y.
 """
@@ -234,9 +234,16 @@ class LiveCurves(Callback):
             self.refresh()
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict) -> None:
-        """Add the validation point and refresh."""
+        """Add the validation point; refresh when ``min_interval`` has passed.
+
+        Epochs can be far shorter than ``min_interval`` (a head trained on cached
+        features of a frozen backbone): refreshing at every epoch end would then send
+        the figure many times a second and keep the browser busy redrawing it. The
+        point shows at the next refresh, at the latest at fit end.
+        """
         self._add_epoch(_number(logs.get("epoch", epoch)), _number(logs.get("val_loss")), _number(logs.get("val_acc")))
-        self.refresh()
+        if time.perf_counter() - self._last_refresh >= self.min_interval:
+            self.refresh()
 
     def on_fit_end(self, trainer: Any, history: Any) -> None:
         """Refresh, so the last points show even if the run stopped mid-epoch."""
