@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import html
 import traceback
@@ -58,6 +59,10 @@ class Panel(widgets.VBox):
         self.add_class("tlw-panel")
         if self.css_class != "tlw-panel":
             self.add_class(self.css_class)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        sync_figures(self)
+        return super()._repr_mimebundle_(**kwargs)
 
     def set_body(self, *children: widgets.Widget) -> None:
         """Lay out title, body widgets, then the error area."""
@@ -135,3 +140,17 @@ def reachable_widgets(root: widgets.Widget) -> list[widgets.Widget]:
             stack.extend(v for v in items if isinstance(v, widgets.Widget))
     seen.pop(id(root))
     return list(seen.values())
+
+
+def sync_figures(root: widgets.Widget) -> None:
+    """Store the current data of every Plotly FigureWidget below ``root`` in its widget state.
+
+    A FigureWidget sends later changes only as messages to the views that exist then,
+    and refreshes its state only when it is displayed itself, which never happens inside
+    a panel. A view made afterwards would draw the figure as it was built, empty: Voila
+    draws the page only after the notebook has run. Called when a panel is displayed.
+    """
+    for w in reachable_widgets(root):
+        if w.has_trait("_widget_data") and hasattr(w, "_data") and hasattr(w, "_layout_obj"):
+            w._widget_layout = copy.deepcopy(w._layout_obj._props)
+            w._widget_data = copy.deepcopy(w._data)
