@@ -1,0 +1,217 @@
+"""Page helpers for the real-browser tests: JupyterLab and Voila pages showing a tlwidgets App."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Seconds measured by the browser tests, printed at the end of the run.
+TIMINGS: dict[str, float] = {}
+
+# A panel's FigureWidget is the element with both classes (``.tlw-curves.js-plotly-plot``);
+# older front ends wrap it, so look below the tagged element too.
+_PLOT_JS = """(css) => {
+  const el = document.querySelector(css);
+  if (!el) return null;
+  return el.classList.contains('js-plotly-plot') ? el : el.querySelector('.js-plotly-plot');
+}"""
+
+
+def plot_traces(page: Any, css: str) -> list[dict[str, Any]]:
+    """The traces of the Plotly graph tagged ``css`` as the page holds them (``gd.data``)."""
+    return page.evaluate(
+        f"""(css) => {{
+          const gd = ({_PLOT_JS})(css);
+          if (!gd || !gd.data) return [];
+          const arr = (v) => v == null ? [] : Array.from(v, (e) => (e && e.length !== undefined && typeof e !== 'string') ? Array.from(e) : e);
+          return gd.data.map((t) => ({{name: t.name || '', x: arr(t.x), y: arr(t.y), z: arr(t.z),
+                                       customdata: arr(t.customdata)}}));
+        }}""",
+        css,
+    )
+
+
+def point_count(page: Any, css: str, trace: int = 0) -> int:
+    """Number of x values of one trace of the graph tagged ``css`` (0 when not drawn yet)."""
+    return int(
+        page.evaluate(
+            f"""([css, i]) => {{
+              const gd = ({_PLOT_JS})(css);
+              return gd && gd.data && gd.data[i] && gd.data[i].x ? gd.data[i].x.length : 0;
+            }}""",
+            [css, trace],
+        )
+    )
+
+
+def wait_for_points(page: Any, css: str, at_least: int, trace: int = 0, timeout: float = 60.0) -> int:
+    """Wait until a trace of the graph tagged ``css`` holds ``at_least`` points; return the count."""
+    wait_until(lambda: point_count(page, css, trace) >= at_least, timeout)
+    return point_count(page, css, trace)
+
+
+def point_position(page: Any, css: str, name: str, trace: int = 0) -> tuple[float, float]:
+    """Page coordinates of the marker whose ``customdata`` is ``name``, scrolled into view."""
+    pos = page.evaluate(
+        f"""([css, name, t]) => {{
+          const gd = ({_PLOT_JS})(css);
+          const i = Array.from(gd.data[t].customdata).indexOf(name);
+          if (i < 0) return null;
+          const layer = gd.querySelectorAll('.scatterlayer .trace')[t];
+          const el = Array.from(layer.querySelectorAll('path.point')).find((p) => p.__data__ && p.__data__.i === i);
+          if (!el) return null;
+          el.scrollIntoView({{block: 'center'}});
+          const r = el.getBoundingClientRect();
+          return [r.x + r.width / 2, r.y + r.height / 2];
+        }}""",
+        [css, name, trace],
+    )
+    assert pos is not None, f"no point for {name!r} in the graph {css}"
+    return float(pos[0]), float(pos[1])
+
+
+def click_point(page: Any, css: str, name: str) -> None:
+    """Hover, then click, the marker of ``name`` like a mouse would (Plotly picks the closest point)."""
+    x, y = point_position(page, css, name)
+    page.mouse.move(x - 8, y - 8)
+    page.mouse.move(x, y, steps=4)
+    time.sleep(0.2)  # plotly computes the hovered point on mouse move, then the click uses it
+    page.mouse.click(x, y)
+
+
+def text(page: Any, css: str) -> str:
+    return str(page.locator(css).first.inner_text())
+
+
+def wait_for_text(page: Any, css: str, pattern: str, timeout: float = 60.0) -> str:
+    """Wait until the element ``css`` shows text matching the regex ``pattern``; return the text."""
+    page.wait_for_function(
+        "([css, pattern]) => { const el = document.querySelector(css);"
+        " return !!el && new RegExp(pattern).test(el.textContent); }",
+        arg=[css, pattern],
+        timeout=timeout * 1000,
+        polling=50,
+    )
+    return text(page, css)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> float:
+    """Poll ``predicate`` until true; return the seconds it took (AssertionError on timeout)."""
+    start = time.perf_counter()
+    while not predicate():
+        if time.perf_counter() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+    return time.perf_counter() - start
+
+
+def select_tab(page: Any, label: str) -> None:
+    """Click the App's tab whose title starts with ``label`` and wait until its panel shows."""
+    page.locator(".tlw-app .lm-TabBar-tab", has_text=label).first.click()
+    page.wait_for_function(
+        "(label) => { const t = Array.from(document.querySelectorAll('.tlw-app .lm-TabBar-tab'))"
+        ".find((e) => e.textContent.trim().startsWith(label));"
+        " return !!t && t.classList.contains('lm-mod-current'); }",
+        arg=label,
+        timeout=5000,
+    )
+
+
+def set_number(page: Any, css: str, value: int | float) -> None:
+    """Type a number into the text box of the widget tagged ``css`` and commit it (Enter)."""
+    box = page.locator(f"{css} input").first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def visible_errors(page: Any) -> list[str]:
+    """Texts of visible panel error areas and of stderr outputs that hold a traceback."""
+    return list(
+        page.evaluate(
+            """() => {
+              const shown = (e) => !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length);
+              const panel = Array.from(document.querySelectorAll('.tlw-error'))
+                .filter((e) => shown(e) && e.textContent.trim()).map((e) => 'panel: ' + e.textContent.trim());
+              const stderr = Array.from(document.querySelectorAll(
+                  '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'))
+                .filter((e) => /Traceback|Error/.test(e.textContent)).map((e) => 'stderr: ' + e.textContent.trim());
+              return panel.concat(stderr);
+            }"""
+        )
+    )
+
+
+# ---------------------------------------------------------------- JupyterLab
+def open_and_run_notebook(page: Any, url: str, name: str, timeout: float = 240.0) -> float:
+    """Open ``name`` in JupyterLab, run all cells from the Run menu, wait for the App.
+
+    Returns the seconds from opening the page until every code cell has run.
+    """
+    start = time.perf_counter()
+    page.goto(f"{url}/lab/tree/{name}?reset")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
+    # The status bar says "Python 3 (ipykernel) | Idle" once the kernel is ready.
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('.jp-StatusBar-TextItem'))"
+        ".some((e) => /\\|\\s*Idle/.test(e.textContent))",
+        timeout=90_000,
+    )
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    page.wait_for_selector(".tlw-app", timeout=timeout * 1000)
+    # every code cell has a number in its prompt: "[1]:", not "[ ]:" or "[*]:"
+    page.wait_for_function(
+        "() => { const p = Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt'));"
+        " return p.length > 0 && p.every((e) => /\\[\\d+\\]/.test(e.textContent)); }",
+        timeout=timeout * 1000,
+    )
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- screenshots
+def screenshot(page: Any, css: str, name: str, folder: Path, height: int = 2600) -> Path:
+    """Screenshot the element ``css`` whole (the viewport grows for it), saved small.
+
+    JupyterLab scrolls the notebook inside a panel, so an element taller than the
+    window would be cut; a tall viewport shows it entirely.
+    """
+    old = page.viewport_size
+    page.set_viewport_size({"width": old["width"], "height": height})
+    try:
+        element = page.locator(css).first
+        element.scroll_into_view_if_needed()
+        page.mouse.move(0, 0)  # no hover label or plotly mode bar in the picture
+        time.sleep(0.5)  # let plotly redraw at the new size
+        png = element.screenshot(animations="disabled")
+    finally:
+        page.set_viewport_size(old)
+    return save_screenshot(png, name, folder)
+
+
+def save_screenshot(png: bytes, name: str, folder: Path) -> Path:
+    """Write ``png`` as ``folder/name`` with a 256-colour palette (a fraction of the size).
+
+    Also copies it into ``$TLWIDGETS_SCREENSHOT_DIR`` when that is set
+    (``TLWIDGETS_SCREENSHOT_DIR=docs`` refreshes the README's pictures).
+    """
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    small = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    path = folder / name
+    small.save(path, optimize=True)
+    extra = os.environ.get("TLWIDGETS_SCREENSHOT_DIR")
+    if extra:
+        target = Path(extra)
+        target = target if target.is_absolute() else ROOT / target
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / name)
+    return path
