@@ -181,3 +181,17 @@ def test_close_closes_every_widget(session: Session) -> None:
     leaked = set(_instances) - before
     assert leaked == set()
     session.freeze(["layer1"])  # no observer left behind
+
+
+def test_the_layer_lists_start_on_a_layer_not_blank() -> None:
+    # ipywidgets 8 leaves a Dropdown empty when its options are replaced; the browser then
+    # shows blank boxes next to "Freeze up to selected" and "Set LR factor".
+    s = Session(device="cpu", image_size=64)
+    s.load_model("resnet18", pretrained=False)
+    table = LayerTable(s)
+    assert table.layer_select.value == table.layer_select.options[0] == "conv1"
+    assert table.lr_layer.value == table.lr_layer.options[0][1]
+    s.load_model("mobilenet_v3_small", pretrained=False)  # a new model: new lists, still chosen
+    assert table.layer_select.value in table.layer_select.options
+    assert table.lr_layer.value is not None
+    table.close()

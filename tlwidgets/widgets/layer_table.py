@@ -333,8 +333,12 @@ class LayerTable(Panel):
         names = [str(n) for n, p in zip(table["name"], table["params"]) if p > 0]
         previous = self.layer_select.value
         self.layer_select.options = names
+        # ipywidgets 8 leaves a Dropdown blank (value None) when its options are replaced,
+        # which the browser shows as an empty box: keep the choice, else take the first.
         if previous in names:
             self.layer_select.value = previous
+        elif names:
+            self.layer_select.value = names[0]
         options = []
         for group in self._groups.values():
             if group.trainable_names != [group.name]:
@@ -344,6 +348,8 @@ class LayerTable(Panel):
         self.lr_layer.options = options
         if previous in dict(options).values():
             self.lr_layer.value = previous
+        elif options:
+            self.lr_layer.value = options[0][1]
 
     # ------------------------------------------------------------------ redrawing
     def _on_flags_change(self, change: dict) -> None:
