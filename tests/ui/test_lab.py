@@ -32,7 +32,7 @@ from _browser import (
     wait_until,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
 APP = ".tlw-app"
 STATUS = ".tlw-app .tlw-status"

@@ -21,7 +21,7 @@ from _browser import (
     wait_for_text,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
 TRAIN = ".tlw-training-panel"
 
