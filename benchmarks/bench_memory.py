@@ -56,8 +56,12 @@ def training_cell(epochs: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="Session(image_size=...) in the notebook (default: the model's own, 224)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="Session(image_size=...) in the notebook (default: the model's own, 224)",
+    )
     parser.add_argument("--limit-mb", type=float, default=1536.0)
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
     args = parser.parse_args(argv)
@@ -66,18 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.image_size:
         for cell in nb.cells:
             if cell.cell_type == "code":
-                cell.source = cell.source.replace("tlwidgets.Session()", f"tlwidgets.Session(image_size={args.image_size})")
+                cell.source = cell.source.replace(
+                    "tlwidgets.Session()", f"tlwidgets.Session(image_size={args.image_size})"
+                )
     nb.cells.append(nbformat.v4.new_code_cell(training_cell(args.epochs)))
     # Measured first, on its own: how much of the peak is torch itself. A CUDA build of torch
     # (PyPI's default on Linux) maps far more than the CPU-only wheels Binder installs.
-    probe = nbformat.v4.new_code_cell("import torch, torchvision\nprint(torch.__version__, torch.version.cuda or 'cpu')")
+    probe = nbformat.v4.new_code_cell(
+        "import torch, torchvision\nprint(torch.__version__, torch.version.cuda or 'cpu')"
+    )
 
     # The kernel inherits this environment: a private cache, and sleeping idle OpenMP threads.
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     with tempfile.TemporaryDirectory(prefix="tlwidgets-bench-memory-") as cache:
         os.environ["TLWIDGETS_CACHE_DIR"] = cache
-        client = NotebookClient(nb, timeout=args.timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+        client = NotebookClient(
+            nb, timeout=args.timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+        )
         start = time.perf_counter()
         with client.setup_kernel():
             pid = client.km.provisioner.pid
@@ -91,13 +100,17 @@ def main(argv: list[str] | None = None) -> int:
 
     outputs = [o.get("text", "") for o in nb.cells[-1].get("outputs", []) if o.get("output_type") == "stream"]
     under = peak < args.limit_mb
-    print(f"notebook: {NOTEBOOK.relative_to(ROOT)} + {args.epochs} epochs, "
-          f"image size {args.image_size or 'model default'}")
+    print(
+        f"notebook: {NOTEBOOK.relative_to(ROOT)} + {args.epochs} epochs, "
+        f"image size {args.image_size or 'model default'}"
+    )
     print("last cell: " + ("".join(outputs).strip() or "(no output)"))
     build = "".join(o.get("text", "") for o in probe.get("outputs", [])).strip()
     print(f"torch {build}: {torch_mb:,.0f} MB resident right after importing torch and torchvision")
-    print(f"kernel pid {pid}: peak RSS (VmHWM) {peak:,.0f} MB, {peak - torch_mb:,.0f} MB above that; "
-          f"at the end {anon:,.0f} MB own + {file_mb:,.0f} MB library pages; run took {elapsed:.0f} s")
+    print(
+        f"kernel pid {pid}: peak RSS (VmHWM) {peak:,.0f} MB, {peak - torch_mb:,.0f} MB above that; "
+        f"at the end {anon:,.0f} MB own + {file_mb:,.0f} MB library pages; run took {elapsed:.0f} s"
+    )
     print(f"under {args.limit_mb:,.0f} MB: {'yes' if under else 'NO'}")
     return 0 if under else 1
 

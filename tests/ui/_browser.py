@@ -125,7 +125,7 @@ def select_tab(page: Any, label: str) -> None:
     )
 
 
-def set_number(page: Any, css: str, value: int | float) -> None:
+def set_number(page: Any, css: str, value: float) -> None:
     """Type a number into the text box of the widget tagged ``css`` and commit it (Enter)."""
     box = page.locator(f"{css} input").first
     box.fill(str(value))

@@ -29,7 +29,7 @@ import nbformat
 import pytest
 from _browser import save_screenshot
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "save_screenshot", "small_notebook", "free_port", "server_env", "Server"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "Server", "free_port", "save_screenshot", "server_env", "small_notebook"]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -246,4 +246,3 @@ def browser(ui_requirements: None) -> Iterator[Any]:
 def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the tests save their screenshots (also copied to $TLWIDGETS_SCREENSHOT_DIR when set)."""
     return tmp_path_factory.mktemp("screenshots")
-

@@ -47,7 +47,6 @@ BATCHES_PER_EPOCH = 15  # 480 demo training images in batches of 32
 LONG_RUN_EPOCHS = 5000
 
 
-
 @pytest.fixture(scope="module")
 def page(browser: Any, lab_server: Any) -> Iterator[Any]:
     """quickstart.ipynb open in JupyterLab with all its cells run."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import html
+import threading
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -67,6 +68,7 @@ class Panel(widgets.VBox):
     def set_body(self, *children: widgets.Widget) -> None:
         """Lay out title, body widgets, then the error area."""
         self.children = (self._title, *children, self.error_area)
+        guard_figures(self)
 
     # ------------------------------------------------------------- errors
     def show_error(self, exc: BaseException | str) -> None:
@@ -154,3 +156,44 @@ def sync_figures(root: widgets.Widget) -> None:
         if w.has_trait("_widget_data") and hasattr(w, "_data") and hasattr(w, "_layout_obj"):
             w._widget_layout = copy.deepcopy(w._layout_obj._props)
             w._widget_data = copy.deepcopy(w._data)
+
+
+# FigureWidget methods that send a message as "set a trait, then reset it to None", and the
+# handler of messages from the browser.
+_FIGURE_SENDS = (
+    "_send_update_msg", "_send_restyle_msg", "_send_relayout_msg", "_send_addTraces_msg",
+    "_send_deleteTraces_msg", "_send_moveTraces_msg", "_send_animate_msg",
+)
+
+
+def guard_figures(root: widgets.Widget) -> None:
+    """Let threads update the Plotly figures below ``root`` without losing updates.
+
+    While the kernel handles a message from the browser for a widget (a FigureWidget
+    gets one after every redraw), ipywidgets holds that widget's outgoing state and
+    sends only the last value of each trait when done. A FigureWidget sends each change
+    by setting a message trait and resetting it to ``None``; from the training thread,
+    both can land inside that window, and the browser then receives only ``None``: the
+    curves or the confusion matrix silently miss that update. A per-figure lock makes
+    "set, reset" and the handling of a browser message exclude each other.
+    """
+    for w in (root, *reachable_widgets(root)):
+        if not w.has_trait("_py2js_update") or getattr(w, "_tlw_lock", None) is not None:
+            continue
+        lock = threading.RLock()
+        w._tlw_lock = lock
+        for name in _FIGURE_SENDS:
+            method = getattr(w, name, None)
+            if method is not None:
+                setattr(w, name, _locked(method, lock))
+        if w.comm is not None:
+            w.comm.on_msg(_locked(w._handle_msg, lock))  # replaces the handler registered at open
+
+
+def _locked(method: Callable[..., Any], lock: threading.RLock) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return method(*args, **kwargs)
+
+    return wrapper
