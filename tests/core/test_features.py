@@ -12,6 +12,7 @@ from torchvision import transforms as T
 
 from tlwidgets import Session
 from tlwidgets.core import features, splits
+from tlwidgets.core.device import autocast_dtype
 from tlwidgets.core.errors import TrainingError
 from tlwidgets.core.training import TrainConfig, Trainer
 
@@ -237,3 +238,17 @@ def test_session_with_augmentation_says_views(session: Session) -> None:
     session.configure(cache_features="off")
     session.fit(epochs=1)
     assert "full passes: feature cache off" in session.message
+
+
+def test_new_model_or_data_frees_the_features_at_once(session: Session, image_folder: Path) -> None:
+    session.fit()
+    bytes_per_value = 2 if autocast_dtype("cpu") == torch.bfloat16 else 4
+    assert session.feature_cache.nbytes == 24 * 512 * bytes_per_value  # 18 + 6 images x 512 features
+    session.load_data(image_folder, val_fraction=0.25, seed=0)
+    assert session.feature_cache.nbytes == 0
+    session.replace_head()
+    session.freeze_backbone()
+    session.fit()
+    assert session.feature_cache.nbytes > 0
+    session.load_model("resnet18", pretrained=False)
+    assert session.feature_cache.nbytes == 0 and session.feature_cache._split is None

@@ -226,6 +226,12 @@ class Session(traitlets.HasTraits):
     def _on_image_size(self, change: dict) -> None:
         self._refresh_transforms()
 
+    @traitlets.observe("model", "data")
+    def _on_model_or_data(self, change: dict) -> None:
+        cache = getattr(self, "feature_cache", None)
+        if cache is not None:  # free the old features (and the old model they reference) now
+            cache.clear()
+
     def _datasets(self) -> tuple[data_mod.ImageDataset, data_mod.ImageDataset]:
         """The training and validation datasets, kept while data and transforms stay the same.
 
