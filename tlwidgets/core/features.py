@@ -286,7 +286,8 @@ def plan(model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, config: An
         if entry.val is None or entry.val_key is None or not entry.val_key.same(val_key):
             entry.val, entry.val_key = _Part(len(val_ds), 1), val_key
     if entry.prefix_fn is None:
-        entry.prefix_fn, entry.compiled = _prefix_fn(split, device, amp, config, total // max(per_image, 1))
+        entry.prefix_fn, entry.compiled = prefix_function(split, device, amp, config.compile_features,
+                                                           config.batch_size, total // max(per_image, 1))
     where = split.where + (f", {views} augmented views" if views > 1 else "")
     compiled = ", compiled" if entry.compiled else ""
     return Plan(f"cached features ({where}{compiled})", split, entry, views, val_cached)
@@ -298,20 +299,31 @@ def _autocast(device: torch.device, amp: torch.dtype | None) -> contextlib.Abstr
     return torch.autocast(device_type=device.type, dtype=amp)
 
 
-def _prefix_fn(split: Split, device: torch.device, amp: torch.dtype | None, config: Any,
-               images: int) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
-    """The prefix as a function of a batch (autocast inside); compiled when it pays off."""
+def prefix_function(split: Split, device: torch.device, amp: torch.dtype | None, compile_mode: str = "off",
+                    batch_size: int = 32, images: int = 0) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+    """The frozen prefix as a function of a batch (autocast inside), compiled when it pays off.
+
+    Args:
+        split: the model's split.
+        device, amp: where it runs and the autocast dtype (``None``: fp32).
+        compile_mode: ``"on"``, ``"off"``, or ``"auto"`` (compile for ``images`` >=
+            :data:`COMPILE_MIN_IMAGES`). Compiled code (inductor, frozen weights) is built
+            for one batch shape; smaller batches are padded to ``batch_size``.
+        images: how many images the function will see.
+
+    Returns:
+        The function, and whether it is compiled. Under ``no_grad`` only.
+    """
 
     def eager(x: torch.Tensor) -> torch.Tensor:
         with _autocast(device, amp):
             return split.prefix(x)
 
-    wanted = config.compile_features == "on" or (
-        config.compile_features == "auto" and images >= COMPILE_MIN_IMAGES and os.name != "nt")
+    wanted = compile_mode == "on" or (compile_mode == "auto" and images >= COMPILE_MIN_IMAGES and os.name != "nt")
     if not wanted:
         return eager, False
     compiled = torch.compile(eager, dynamic=False, options={"freezing": True})
-    size = int(config.batch_size)
+    size = int(batch_size)
     state = {"ok": True}
 
     def run(x: torch.Tensor) -> torch.Tensor:
