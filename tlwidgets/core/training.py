@@ -1,4 +1,5 @@
-"""The training loop: TrainConfig, Callback hooks, History and the Trainer.
+"""The training loop: TrainConfig and the Trainer (Callback and History live in
+:mod:`tlwidgets.core.callbacks` and are importable from here).
 
 The loop knows nothing of widgets; live views subscribe through :class:`Callback`.
 :meth:`Trainer.request_stop` may be called from any thread (a Stop button): the flag is
@@ -12,16 +13,16 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from tlwidgets.core import features
+from tlwidgets.core.callbacks import BATCH_COLUMNS, EPOCH_COLUMNS, Callback, History, LambdaCallback
 from tlwidgets.core.device import autocast_dtype, best_device
 from tlwidgets.core.errors import DataError, TrainingError
 from tlwidgets.core.evaluation import logits_of
@@ -31,9 +32,8 @@ from tlwidgets.core.layers import param_groups, set_bn_eval
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-BATCH_COLUMNS = ("epoch", "batch", "step", "loss", "acc", "lr", "images_per_s")
-EPOCH_COLUMNS = ("epoch", "loss", "acc", "val_loss", "val_acc", "lr", "time_s",
-                 "data_images_per_s", "feature_images_per_s", "compute_images_per_s")
+__all__ = ["BATCH_COLUMNS", "EPOCH_COLUMNS", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "Callback", "History",
+           "LambdaCallback", "TrainConfig", "Trainer"]
 
 
 @dataclass
@@ -109,73 +109,6 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name}={value!r} must be a finite number {text}.")
         if self.channels_last not in (None, True, False):
             raise ValueError(f"TrainConfig.channels_last={self.channels_last!r} must be None, True or False.")
-
-
-class Callback:
-    """Base class of training observers; every hook is a no-op."""
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        """Called once before the first epoch."""
-
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
-        """Called before the first batch of ``epoch`` (1-based)."""
-
-    def on_batch_end(self, trainer: Trainer, batch: int, logs: dict) -> None:
-        """Called after each optimizer step; ``logs`` holds loss, acc, lr, epoch, batch, step, images_per_s."""
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
-        """Called after validation; ``logs`` holds loss, acc, val_loss, val_acc, lr, epoch, time_s."""
-
-    def on_fit_end(self, trainer: Trainer, history: History) -> None:
-        """Called once at the end, also after a stop or an error."""
-
-    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
-        """Called when training raises, before the exception propagates."""
-
-
-_HOOKS = ("on_fit_start", "on_epoch_start", "on_batch_end", "on_epoch_end", "on_fit_end", "on_exception")
-
-
-class LambdaCallback(Callback):
-    """A callback made of functions: ``LambdaCallback(on_batch_end=lambda trainer, batch, logs: ...)``."""
-
-    def __init__(self, **hooks: Callable[..., Any]) -> None:
-        unknown = sorted(set(hooks) - set(_HOOKS))
-        if unknown:
-            raise ValueError(f"Unknown callback hook(s) {', '.join(unknown)}; use {', '.join(_HOOKS)}.")
-        for name, fn in hooks.items():
-            setattr(self, name, fn)
-
-
-@dataclass
-class History:
-    """What one or more fits recorded: per-batch and per-epoch log dicts."""
-
-    batches: list[dict] = field(default_factory=list)
-    epochs: list[dict] = field(default_factory=list)
-    stopped: bool = False
-    config: dict = field(default_factory=dict)
-
-    def batch_frame(self) -> pd.DataFrame:
-        """Per-batch logs as a DataFrame (columns even when empty)."""
-        return pd.DataFrame.from_records(self.batches, columns=list(BATCH_COLUMNS))
-
-    def epoch_frame(self) -> pd.DataFrame:
-        """Per-epoch logs as a DataFrame (columns even when empty)."""
-        return pd.DataFrame.from_records(self.epochs, columns=list(EPOCH_COLUMNS))
-
-    def extend(self, other: History) -> History:
-        """A new History: this one followed by ``other`` with epochs and steps renumbered."""
-        epoch0 = self.epochs[-1]["epoch"] if self.epochs else 0
-        step0 = self.batches[-1]["step"] if self.batches else 0
-        batches = [dict(b, epoch=b["epoch"] + epoch0, step=b["step"] + step0) for b in other.batches]
-        epochs = [dict(e, epoch=e["epoch"] + epoch0) for e in other.epochs]
-        return History(
-            batches=[dict(b) for b in self.batches] + batches,
-            epochs=[dict(e) for e in self.epochs] + epochs,
-            stopped=other.stopped,
-            config=dict(other.config),
-        )
 
 
 class Trainer:
