@@ -190,7 +190,7 @@ def test_out_of_memory_in_a_resumed_run_keeps_the_checkpoint_weights(folder: Pat
     path = tmp_path / "run.ckpt"
     s.on_epoch_end(lambda logs: s.request_stop())
     s.fit(checkpoint=path, **OPTIONS)
-    s._subscribers["epoch_end"].clear()
+    s.events.clear("epoch_end")
     saved = _state(s)
     _memory_limit(s, largest_batch=4)
     with pytest.raises(TrainingError, match="Out of memory with batch size 8 .*A resumed run keeps its batch size"):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,46 +20,22 @@ import torch
 import traitlets
 from torch import nn
 
-from . import catalog, data as data_mod, evaluation, features, feeds, heads, layers, training
+from . import catalog, features, feeds, heads, recovery, training
+from . import checkpoint as checkpoints
+from . import data as data_mod
 from .device import best_device, describe
 from .errors import BusyError, DataError, ModelError
-from . import checkpoint as checkpoints, recovery
+from .events import Events, EventsCallback
 from .runs import RunRecorder
+from .session_layers import SessionLayers
+from .session_outputs import SessionOutputs
 
 _IMAGENET = dataclasses.make_dataclass(
     "_DefaultNorm",
     [("resize_size", int), ("input_size", int), ("mean", tuple), ("std", tuple), ("interpolation", str)],
 )(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
 
-_EVENTS = ("fit_start", "epoch_start", "batch_end", "epoch_end", "fit_end", "exception")
-
-
-class _SessionEvents(training.Callback):
-    """Forwards the trainer's hooks to the session's subscribers."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def on_fit_start(self, trainer: training.Trainer) -> None:
-        self._session._emit("fit_start", trainer)
-
-    def on_epoch_start(self, trainer: training.Trainer, epoch: int) -> None:
-        self._session._emit("epoch_start", epoch)
-
-    def on_batch_end(self, trainer: training.Trainer, batch: int, logs: dict) -> None:
-        self._session._emit("batch_end", logs)
-
-    def on_epoch_end(self, trainer: training.Trainer, epoch: int, logs: dict) -> None:
-        self._session._emit("epoch_end", logs)
-
-    def on_fit_end(self, trainer: training.Trainer, history: training.History) -> None:
-        self._session._emit("fit_end", history)
-
-    def on_exception(self, trainer: training.Trainer, exc: BaseException) -> None:
-        self._session._emit("exception", exc)
-
-
-class Session(traitlets.HasTraits):
+class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):
     """Model, data, freezing, head, training and results of one workflow.
 
     Args:
@@ -97,43 +74,31 @@ class Session(traitlets.HasTraits):
         self.augment = data_mod.Augment()
         self._lock = threading.RLock()
         self._trainer: training.Trainer | None = None
-        self._subscribers: dict[str, list[Callable[..., Any]]] = {name: [] for name in _EVENTS}
+        self.events = Events()  # subscribers of on_epoch_end() and the other training events
         self.recorder = RunRecorder(self)  # appends to `runs` at the end of every fit
         self.feature_cache = features.FeatureCache()  # frozen-prefix outputs, reused while nothing changes
         self._datasets_for: tuple = ()
 
     # ------------------------------------------------------------------ events
-    def _subscribe(self, event: str, callback: Callable[..., Any], remove: bool) -> None:
-        subs = self._subscribers[event]
-        if remove:
-            with contextlib.suppress(ValueError):
-                subs.remove(callback)
-        elif callback not in subs:
-            subs.append(callback)
-
-    def _emit(self, event: str, *args: Any) -> None:
-        for callback in list(self._subscribers[event]):
-            callback(*args)
-
     def on_batch_end(self, callback: Callable[[dict], Any], remove: bool = False) -> None:
         """Call ``callback(logs)`` after every training batch (from the training thread)."""
-        self._subscribe("batch_end", callback, remove)
+        self.events.subscribe("batch_end", callback, remove)
 
     def on_epoch_end(self, callback: Callable[[dict], Any], remove: bool = False) -> None:
         """Call ``callback(logs)`` after every epoch with train and validation metrics."""
-        self._subscribe("epoch_end", callback, remove)
+        self.events.subscribe("epoch_end", callback, remove)
 
     def on_fit_start(self, callback: Callable[[training.Trainer], Any], remove: bool = False) -> None:
         """Call ``callback(trainer)`` when a fit starts."""
-        self._subscribe("fit_start", callback, remove)
+        self.events.subscribe("fit_start", callback, remove)
 
     def on_fit_end(self, callback: Callable[[training.History], Any], remove: bool = False) -> None:
         """Call ``callback(history)`` when a fit ends, stopped or failed runs included."""
-        self._subscribe("fit_end", callback, remove)
+        self.events.subscribe("fit_end", callback, remove)
 
     def on_exception(self, callback: Callable[[BaseException], Any], remove: bool = False) -> None:
         """Call ``callback(exc)`` when training raises."""
-        self._subscribe("exception", callback, remove)
+        self.events.subscribe("exception", callback, remove)
 
     # ------------------------------------------------------------------ guards
     @contextlib.contextmanager
@@ -250,70 +215,6 @@ class Session(traitlets.HasTraits):
         """Side of the square images fed to the model."""
         return int(self.image_size or self._norm_spec().input_size)
 
-    # ------------------------------------------------------------------ layers
-    def layers(self) -> pd.DataFrame:
-        """One row per layer: name, type, output shape, parameters, trainable, LR factor, group."""
-        model = self._require_model()
-        head_path = self.head.path if self.head is not None else None
-        return layers.layer_table(model, input_size=self.input_size, head_path=head_path, lr_factors=self.lr_factors)
-
-    def _after_freeze_change(self) -> None:
-        model = self._require_model()
-        self.frozen = layers.frozen_names(model)
-        self.model_version += 1
-
-    def freeze(self, names: str | Iterable[str]) -> None:
-        """Freeze these layers (or whole blocks): their learning rate becomes zero."""
-        with self._change("freeze layers"):
-            names = [names] if isinstance(names, str) else list(names)
-            layers.freeze(self._require_model(), names)
-            self.lr_factors = {k: v for k, v in self.lr_factors.items() if k not in names}
-            self._after_freeze_change()
-
-    def unfreeze(self, names: str | Iterable[str]) -> None:
-        """Make these layers (or whole blocks) trainable again."""
-        with self._change("unfreeze layers"):
-            names = [names] if isinstance(names, str) else list(names)
-            layers.unfreeze(self._require_model(), names)
-            self.lr_factors = {k: v for k, v in self.lr_factors.items() if not (k in names and v == 0)}
-            self._after_freeze_change()
-
-    def freeze_up_to(self, name: str) -> None:
-        """Freeze every layer from the input up to and including ``name``; the rest trains."""
-        with self._change("freeze layers"):
-            layers.freeze_up_to(self._require_model(), name)
-            self._after_freeze_change()
-
-    def freeze_backbone(self) -> None:
-        """Freeze everything but the classifier head (the usual transfer-learning start)."""
-        with self._change("freeze layers"):
-            model = self._require_model()
-            layers.freeze_backbone(model, heads.find_head(model)[0])
-            self._after_freeze_change()
-
-    def unfreeze_all(self) -> None:
-        """Make every layer trainable."""
-        with self._change("unfreeze layers"):
-            model = self._require_model()
-            for p in model.parameters():
-                p.requires_grad_(True)
-            self.lr_factors = {k: v for k, v in self.lr_factors.items() if v != 0}
-            self._after_freeze_change()
-
-    def set_lr_factor(self, name: str, factor: float) -> None:
-        """Scale the learning rate of layer (or block) ``name`` by ``factor``; 0 freezes it."""
-        with self._change("change learning-rate factors"):
-            model = self._require_model()
-            self.lr_factors = layers.set_lr_factor(model, dict(self.lr_factors), name, float(factor))
-            self._after_freeze_change()
-
-    def trainable_params(self) -> tuple[int, int]:
-        """(trainable, total) parameter counts."""
-        model = self._require_model()
-        total = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        return trainable, total
-
     # ------------------------------------------------------------------ head
     def replace_head(
         self, num_classes: int | None = None, dropout: float = 0.0, hidden: int | None = None
@@ -406,7 +307,7 @@ class Session(traitlets.HasTraits):
         with self._lock:
             if self.status != "idle":
                 raise BusyError("Training is already running: wait for it, or press Stop.")
-            model, bundle = self._check_ready_to_train()
+            model, _ = self._check_ready_to_train()
             plan = checkpoints.plan_fit(self, checkpoint, resume, options)
             if plan.state is not None:
                 config = plan.restore_session(self)
@@ -420,7 +321,7 @@ class Session(traitlets.HasTraits):
                 config,
                 device=self.device,
                 lr_factors=dict(self.lr_factors),
-                callbacks=[*plan.callbacks(self), _SessionEvents(self), *callbacks],
+                callbacks=[*plan.callbacks(self), EventsCallback(self.events), *callbacks],
                 feature_cache=self.feature_cache,
                 head_path=self.head.path if self.head is not None else None,
             )
@@ -443,7 +344,7 @@ class Session(traitlets.HasTraits):
         self.message = (
             (f"{notes} " if notes else "")
             + f"{'Stopped' if history.stopped else 'Trained'} after {len(history.epochs)} epochs"
-            + (f"; validation accuracy {val:.1%}." if val is not None and val == val else ".")
+            + (f"; validation accuracy {val:.1%}." if val is not None and not math.isnan(val) else ".")
             + f" Batches: {trainer.mode}."
         )
         return history
@@ -483,98 +384,6 @@ class Session(traitlets.HasTraits):
             trainer.request_stop()
             if self.status == "training":
                 self.status = "stopping"
-
-    # ------------------------------------------------------------------ assessment
-    def evaluate(self, data: str | Path | None = None, batch_size: int = 64) -> evaluation.EvalResult:
-        """Accuracy, per-class metrics and confusion matrix.
-
-        Args:
-            data: ``None`` for the validation split, or a folder of held-out images
-                whose class sub-folders use the training class names.
-        """
-        model = self._require_model()
-        bundle = self._require_data()
-        if data is None:
-            samples = bundle.val
-            if not samples:
-                raise DataError("The validation split is empty: load data with val_fraction > 0, or pass a folder.")
-        else:
-            samples = data_mod.holdout_samples(data, list(bundle.classes))
-        dataset = data_mod.ImageDataset(samples, bundle.eval_tf)
-        result = evaluation.evaluate(
-            model, dataset, list(self.classes), device=self.device, batch_size=batch_size, precision=self.config.precision
-        )
-        self.last_eval = result
-        return result
-
-    def predict(self, images: Any, k: int = 3) -> pd.DataFrame:
-        """Top-``k`` classes with probabilities for file paths or PIL images."""
-        model = self._require_model()
-        eval_tf = self.data.eval_tf if self.data is not None else data_mod.make_transforms(
-            self._norm_spec(), None, self.image_size
-        )[1]
-        return evaluation.predict(model, images, eval_tf, list(self.classes), k=k, device=self.device)
-
-    # ------------------------------------------------------------------ save, export, scale out
-    def save(self, path: str | Path) -> Path:
-        """Save model, head, classes, transforms, freezing, options, history and split to a bundle.
-
-        ``path`` becomes a folder (or a ``.zip`` when it ends so) holding ``model.safetensors``,
-        ``tlwidgets.json`` and ``split.json``; :meth:`load` opens it. See :mod:`tlwidgets.core.bundle`.
-        """
-        from . import bundle
-
-        with self._change("save"):
-            path = bundle.save(self, path)
-            self.message = f"Saved to {path}."
-            return path
-
-    @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = None, data: bool | str | Path = True) -> Session:
-        """Open a bundle written by :meth:`save` (or by a generated training script) as a new session.
-
-        Args:
-            path: bundle folder or ``.zip``.
-            device: where the model goes (``None``: the best device).
-            data: ``True`` restores the stored split when its files exist, ``False`` skips it,
-                a folder is the data's new location.
-        """
-        from . import bundle
-
-        return bundle.load(path, device=device, data=data, session_cls=cls)
-
-    def export_onnx(self, path: str | Path, images: Any = None, **options: Any) -> Any:
-        """Export the model to ONNX (fp32, dynamic batch axis) and check it against PyTorch.
-
-        Args:
-            path: the ``.onnx`` file.
-            images: image files to check on (default: a few images of the data).
-            **options: ``exporter``, ``opset``, ``verify``, ``atol`` (see :func:`tlwidgets.core.export.export_onnx`).
-
-        Returns:
-            An :class:`~tlwidgets.core.export.OnnxExport` with the path and the largest
-            difference to PyTorch (when onnxruntime is installed).
-        """
-        from . import export
-
-        with self._change("export"):
-            result = export.export_session(self, path, images, **options)
-            self.message = result.summary()
-            return result
-
-    def to_script(self, path: str | Path) -> Any:
-        """Write a standalone training script (torch + torchvision) that reproduces this session.
-
-        It rebuilds the model, head, freezing, image pipeline, split (listed in
-        ``<name>.split.json`` beside it) and training options, runs as ``python train.py`` or
-        ``torchrun --nproc_per_node=N train.py`` (DistributedDataParallel), and writes a bundle
-        that :meth:`load` opens. Returns a :class:`~tlwidgets.core.script.ScriptFiles`.
-        """
-        from . import script
-
-        files = script.to_script(self, path)
-        self.message = f"Wrote {files.script}; run it with: {files.commands()['single']}"
-        return files
 
     # ------------------------------------------------------------------ display
     def runs_frame(self) -> pd.DataFrame:

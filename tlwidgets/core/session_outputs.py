@@ -1,0 +1,117 @@
+"""What a trained session gives back: assessment, predictions, bundles, ONNX and a training script.
+
+:class:`SessionOutputs` is a part of :class:`~tlwidgets.core.session.Session` (which inherits
+it); its methods use the session's model, data, classes and options, and each of them leads to
+the module that does the work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+
+from . import data as data_mod
+from . import evaluation
+from .errors import DataError
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+class SessionOutputs:
+    """Assessment, prediction, saving, export and scale-out methods of a session."""
+
+    # ------------------------------------------------------------------ assessment
+    def evaluate(self, data: str | Path | None = None, batch_size: int = 32) -> evaluation.EvalResult:
+        """Accuracy, per-class metrics and confusion matrix.
+
+        Args:
+            data: ``None`` for the validation split, or a folder of held-out images
+                whose class sub-folders use the training class names.
+        """
+        model = self._require_model()
+        bundle = self._require_data()
+        if data is None:
+            samples = bundle.val
+            if not samples:
+                raise DataError("The validation split is empty: load data with val_fraction > 0, or pass a folder.")
+        else:
+            samples = data_mod.holdout_samples(data, list(bundle.classes))
+        dataset = data_mod.ImageDataset(samples, bundle.eval_tf)
+        result = evaluation.evaluate(
+            model, dataset, list(self.classes), device=self.device, batch_size=batch_size, precision=self.config.precision
+        )
+        self.last_eval = result
+        return result
+
+    def predict(self, images: Any, k: int = 3) -> pd.DataFrame:
+        """Top-``k`` classes with probabilities for file paths or PIL images."""
+        model = self._require_model()
+        eval_tf = self.data.eval_tf if self.data is not None else data_mod.make_transforms(
+            self._norm_spec(), None, self.image_size
+        )[1]
+        return evaluation.predict(model, images, eval_tf, list(self.classes), k=k, device=self.device)
+
+    # ------------------------------------------------------------------ save, export, scale out
+    def save(self, path: str | Path) -> Path:
+        """Save model, head, classes, transforms, freezing, options, history and split to a bundle.
+
+        ``path`` becomes a folder (or a ``.zip`` when it ends so) holding ``model.safetensors``,
+        ``tlwidgets.json`` and ``split.json``; :meth:`load` opens it. See :mod:`tlwidgets.core.bundle`.
+        """
+        from . import bundle
+
+        with self._change("save"):
+            path = bundle.save(self, path)
+            self.message = f"Saved to {path}."
+            return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None, data: bool | str | Path = True) -> Session:
+        """Open a bundle written by :meth:`save` (or by a generated training script) as a new session.
+
+        Args:
+            path: bundle folder or ``.zip``.
+            device: where the model goes (``None``: the best device).
+            data: ``True`` restores the stored split when its files exist, ``False`` skips it,
+                a folder is the data's new location.
+        """
+        from . import bundle
+
+        return bundle.load(path, device=device, data=data, session_cls=cls)
+
+    def export_onnx(self, path: str | Path, images: Any = None, **options: Any) -> Any:
+        """Export the model to ONNX (fp32, dynamic batch axis) and check it against PyTorch.
+
+        Args:
+            path: the ``.onnx`` file.
+            images: image files to check on (default: a few images of the data).
+            **options: ``exporter``, ``opset``, ``verify``, ``atol`` (see :func:`tlwidgets.core.export.export_onnx`).
+
+        Returns:
+            An :class:`~tlwidgets.core.export.OnnxExport` with the path and the largest
+            difference to PyTorch (when onnxruntime is installed).
+        """
+        from . import export
+
+        with self._change("export"):
+            result = export.export_session(self, path, images, **options)
+            self.message = result.summary()
+            return result
+
+    def to_script(self, path: str | Path) -> Any:
+        """Write a standalone training script (torch + torchvision) that reproduces this session.
+
+        It rebuilds the model, head, freezing, image pipeline, split (listed in
+        ``<name>.split.json`` beside it) and training options, runs as ``python train.py`` or
+        ``torchrun --nproc_per_node=N train.py`` (DistributedDataParallel), and writes a bundle
+        that :meth:`load` opens. Returns a :class:`~tlwidgets.core.script.ScriptFiles`.
+        """
+        from . import script
+
+        files = script.to_script(self, path)
+        self.message = f"Wrote {files.script}; run it with: {files.commands()['single']}"
+        return files
