@@ -209,3 +209,26 @@ def test_build_model_downloads_into_the_cache(server: _Server, hub: Path, monkey
     server.routes.clear()  # now offline: the cached file is enough
     again = load_state_dict(spec)
     assert torch.equal(again["layer1.0.conv1.weight"], state["layer1.0.conv1.weight"])
+
+
+class _Opaque:
+    """A class of this test module: a weights-only reader may not rebuild it."""
+
+
+def test_tensor_file_reader_tells_damaged_files_from_refused_objects(tmp_path: Path) -> None:
+    from tlwidgets.core.errors import ModelError, TrainingError
+    from tlwidgets.core.weights import read_tensor_file
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.arange(3.0)}, good)
+    assert torch.equal(read_tensor_file(good)["w"], torch.arange(3.0))
+
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(ModelError, match=r"weights file .*damaged\.pt: it is damaged or not a file written by torch\.save"):
+        read_tensor_file(damaged)
+
+    objects = tmp_path / "objects.pt"
+    torch.save({"w": _Opaque()}, objects)
+    with pytest.raises(TrainingError, match=r"checkpoint .*objects\.pt: it holds Python objects .*never unpickled\. Try"):
+        read_tensor_file(objects, what="checkpoint", advice="Try again.", error=TrainingError)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 import torchvision.models as tvm
 from torch import Tensor, nn
 
@@ -297,14 +296,12 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Tensor], str | None, tuple[s
     """Load a checkpoint without unpickling code: ``(state_dict, arch, class_names)``."""
     if not path.is_file():
         raise ModelError(f"Checkpoint file {path} does not exist.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(
-            f"Refused to load {path}: it is not a plain tensor checkpoint ({exc.__class__.__name__}). "
-            "Files holding arbitrary Python objects could run code when opened. Save one with "
-            "torch.save({'arch': 'resnet18', 'state_dict': model.state_dict(), 'class_names': [...]}, path)."
-        ) from exc
+    obj = _weights.read_tensor_file(
+        path,
+        what="checkpoint",
+        advice="Save one with torch.save({'arch': 'resnet18', 'state_dict': model.state_dict(), "
+        "'class_names': [...]}, path).",
+    )
     arch, names = None, ()
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         arch = obj.get("arch")

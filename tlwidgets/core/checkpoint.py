@@ -32,6 +32,7 @@ from . import layers
 from ._cache import cache_dir
 from .errors import TrainingError
 from .training import Callback, History, TrainConfig, Trainer
+from .weights import read_tensor_file
 
 if TYPE_CHECKING:
     from .session import Session
@@ -71,14 +72,7 @@ def load(path: PathLike) -> dict[str, Any]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise TrainingError(f"No checkpoint at {path}: train with fit(checkpoint=...) to write one.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrainingError(
-            f"Refused to load the checkpoint {path}: it is not a plain-data checkpoint "
-            f"({type(exc).__name__}: {str(exc)[:200]}). Files holding arbitrary Python objects could "
-            "run code when opened, so they are never unpickled."
-        ) from exc
+    state = read_tensor_file(path, what="checkpoint", error=TrainingError)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TrainingError(f"{path} is not a tlwidgets training checkpoint (written by fit(checkpoint=...)).")
     if state.get("version") != VERSION:

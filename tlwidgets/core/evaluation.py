@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode for the block; every module's own mode is restored afterwards."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -136,7 +136,7 @@ def evaluate(
     dev = _model_device(model)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     all_logits, all_labels = [], []
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for x, y in loader:
             with _autocast(dev, precision):
                 out = model(x.to(dev))
@@ -237,7 +237,7 @@ def predict(
     dev = _model_device(model)
     keys = [i if isinstance(item, Image.Image) else str(item) for i, item in enumerate(items)]
     rows = []
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for start in range(0, len(items), 32):
             chunk = items[start:start + 32]
             x = torch.stack([transform(_open_image(item)) for item in chunk]).to(dev)

@@ -25,6 +25,7 @@ from torch import nn
 
 from . import data as data_mod
 from .errors import BusyError, DataError, ModelError, TLWidgetsError
+from .evaluation import eval_mode
 from .heads import find_head
 from .images import load_image
 
@@ -113,7 +114,7 @@ def target_layer(model: nn.Module, input_size: int = 224, model_name: str | None
         hooks.append(model.get_submodule(head_path).register_forward_pre_hook(start_head))
         ref = next(iter(model.parameters()))
         probe = torch.zeros(1, 3, input_size, input_size, device=ref.device, dtype=ref.dtype)
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(probe)
     finally:
         for handle in hooks:
@@ -129,18 +130,6 @@ def target_layer(model: nn.Module, input_size: int = 224, model_name: str | None
         if same_map and calls.get(module_name) == 1 and not isinstance(modules[module_name], _SKIP):
             best = module_name
     return best
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the block; every module's mode is restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
 
 
 @contextlib.contextmanager
@@ -207,7 +196,7 @@ def explain(session: Session, image: Any, target_class: Any = None, layer: str |
     ref = next(iter(model.parameters()))
     x = x.to(device=ref.device, dtype=torch.float32)
     index = _class_index(session, target_class)
-    with _eval_mode(model), _kept_gradients(model):
+    with eval_mode(model), _kept_gradients(model):
         cam = GradCAM(model=model, target_layers=[model.get_submodule(layer)])
         cam.compute_input_gradient = True  # gradients must reach a frozen backbone's feature map
         try:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from tlwidgets.core.errors import ModelError, WeightsUnavailableError
+from tlwidgets.core.errors import ModelError, TLWidgetsError, WeightsUnavailableError
 
 if TYPE_CHECKING:
     from tlwidgets.core.catalog import ModelSpec
@@ -150,14 +150,30 @@ def download(
     return dest
 
 
-def _torch_load(path: Path) -> object:
+def read_tensor_file(
+    path: Path, what: str = "weights file", advice: str = "", error: type[TLWidgetsError] = ModelError
+) -> object:
+    """``torch.load`` of tensors and plain containers only (``weights_only=True``), on the CPU.
+
+    A file holding other Python objects could run code when unpickled: it is refused, and a
+    damaged or foreign file gets an error too; both name ``what`` and ``path``, then ``advice``.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(
-            f"Cannot read weights from {path}: {exc.__class__.__name__}: {str(exc)[:300]}. "
-            "Delete the file and download it again, or pass a file saved with torch.save(state_dict)."
-        ) from exc
+        if type(exc).__name__ == "UnpicklingError":
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            why = (
+                "it holds Python objects other than tensors and plain data"
+                + (f" ({found.group(1)})" if found else "")
+                + ", which could run code when opened, so it is never unpickled"
+            )
+        else:
+            why = f"it is damaged or not a file written by torch.save ({type(exc).__name__}: {str(exc)[:200]})"
+        raise error(f"Refused to load the {what} {path}: {why}. {advice}".rstrip()) from exc
+
+
+_REDOWNLOAD = "Delete the file and download it again, or pass a file saved with torch.save(state_dict)."
 
 
 def load_state_dict(spec: ModelSpec, progress: Progress | None = None) -> dict[str, Tensor]:
@@ -175,7 +191,7 @@ def load_state_dict(spec: ModelSpec, progress: Progress | None = None) -> dict[s
     path = cache_path(spec)
     if spec.source == "torchvision" and not path.is_file():
         download(resolve_url(spec), path, progress)
-    state = _torch_load(path)
+    state = read_tensor_file(path, advice=_REDOWNLOAD)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -196,7 +212,7 @@ def _packaged_state_dict(spec: ModelSpec) -> dict[str, Tensor]:
         raise WeightsUnavailableError(
             f"{spec.name!r} needs timm: pip install 'tlwidgets[offline]'"
         ) from exc
-    source = _torch_load(Path(spec.weights_path))
+    source = read_tensor_file(Path(spec.weights_path), advice=_REDOWNLOAD)
     if not isinstance(source, dict):
         raise ModelError(f"{spec.weights_path} does not hold a state dict.")
     target = timm.create_model(spec.arch, pretrained=False).state_dict()
