@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -26,8 +26,9 @@ from ipywidgets.widgets.widget_bool import CheckboxStyle, ToggleButtonStyle
 from ipywidgets.widgets.widget_string import HTMLStyle
 
 from ..core.errors import ModelError
-from ..core.layers import lr_factor_of
 from ..core.session import Session
+from ._layer_rows import RowFormat, percent
+from ._layer_rows import structure as layer_structure
 from ._panel import Panel
 
 _CSS = """<style>
@@ -36,34 +37,6 @@ _CSS = """<style>
   font-family: var(--jp-code-font-family, monospace); font-size: 12px; white-space: pre;
 }
 </style>"""
-
-_NAME_MAX, _TYPE_MAX = 44, 22
-
-
-def _shape_text(shape: Any) -> str:
-    """``(1, 64, 56, 56)`` -> ``64×56×56`` (the batch dimension dropped)."""
-    if not isinstance(shape, tuple) or not shape:
-        return "—"
-    return "×".join(str(d) for d in (shape[1:] or shape))
-
-
-def _percent(part: int, total: int) -> str:
-    if total <= 0:
-        return "0%"
-    if part in (0, total):
-        return f"{100 * part // total}%"
-    pct = 100.0 * part / total
-    return f"{pct:.1f}%" if pct >= 1 else f"{pct:.2g}%"
-
-
-def _structure(model: Any) -> tuple[tuple[str, str], ...]:
-    """Names and types of the modules that own parameters: changes only when layers do."""
-    return tuple(
-        (name, type(module).__name__)
-        for name, module in model.named_modules()
-        if next(module.parameters(recurse=False), None) is not None
-    )
-
 
 class _Group:
     """Widgets and layer names of one stage; its rows are built on first opening."""
@@ -113,8 +86,7 @@ class LayerTable(Panel):
         self._built_for: tuple[Any, Any] = (None, None)
         self._syncing = False
         self._has_bn = False
-        self._meta: dict[str, tuple[str, str, int, bool]] = {}  # name -> type, shape, params, is_head
-        self._name_w, self._type_w, self._shape_w = 4, 4, 5
+        self._format = RowFormat()
         # One Layout and one style object for all rows (and one per kind of group widget):
         # every widget otherwise creates two more widget models of its own.
         self._row_layout = widgets.Layout(width="auto", height="22px", margin="0 0 0 34px")
@@ -224,7 +196,7 @@ class LayerTable(Panel):
             self._draw_empty()
             return
         built_model, built_structure = self._built_for
-        structure = _structure(model)
+        structure = layer_structure(model)
         if built_model is None or built_model() is not model or built_structure != structure:
             self._rebuild(model, structure)
         self._refresh_flags()
@@ -243,20 +215,13 @@ class LayerTable(Panel):
         for group in old:
             self._close_group(group)
         if model is None:
-            self.table, self._built_for, self._meta = None, (None, None), {}
+            self.table, self._built_for, self._format = None, (None, None), RowFormat()
             self.layer_select.options, self.lr_layer.options = [], []
             return
         table = self.table = self.session.layers()
         self._built_for = (weakref.ref(model), structure)
-        self._meta = {
-            str(n): (str(t), _shape_text(s), int(p), bool(h))
-            for n, t, s, p, h in zip(table["name"], table["type"], table["output_shape"], table["params"],
-                                     table["is_head"])
-        }
-        self._name_w = min(max(map(len, self._meta), default=4), _NAME_MAX)
-        self._type_w = min(max((len(m[0]) for m in self._meta.values()), default=4), _TYPE_MAX)
-        self._shape_w = max(max((len(m[1]) for m in self._meta.values()), default=5), 5)
-        heading = self._row_text("name", ("type", "output", "params", False), 1.0)
+        self._format = RowFormat(table)
+        heading = self._format.heading()
         self.header.value = f"<div class='tlw-mono' style='margin-left:62px;color:#555'>{html.escape(heading)}</div>"
         for gname, rows in table.groupby("group", sort=False):
             group = _Group(str(gname), rows)
@@ -264,7 +229,7 @@ class LayerTable(Panel):
             self._groups[group.name] = group
         self.groups_box.children = tuple(g.box for g in self._groups.values())
         self._update_selects(table)
-        self._has_bn = any("BatchNorm" in m[0] for m in self._meta.values())
+        self._has_bn = bool(self._format.batchnorm_layers())
         for group in self._groups.values():
             if group.has_head:
                 self.expand(group.name)
@@ -293,18 +258,6 @@ class LayerTable(Panel):
         for w in (*group.checkboxes, group.toggle, group.check, group.info, header, group.body, group.box):
             w.close()
 
-    def _row_text(self, name: str, meta: tuple[Any, str, Any, bool], factor: float) -> str:
-        """Monospace row: name, type, output shape, parameters, LR factor (when not 1), head mark."""
-        type_, shape, params, is_head = meta
-        short = name if len(name) <= self._name_w else "…" + name[-(self._name_w - 1):]
-        count = f"{params:,}" if isinstance(params, int) else str(params)
-        extra = ("" if factor in (0.0, 1.0) else f"  LR×{factor:g}") + ("  ← head" if is_head else "")
-        return (f"{short:<{self._name_w}}  {type_[:self._type_w]:<{self._type_w}}  "
-                f"{shape:<{self._shape_w}}  {count:>11}{extra}")
-
-    def _description(self, name: str, frozen: set[str], factors: Mapping[str, float]) -> str:
-        return self._row_text(name, self._meta[name], 0.0 if name in frozen else lr_factor_of(name, factors))
-
     def _build_rows(self, group: _Group) -> None:
         if group.built:
             return
@@ -314,9 +267,9 @@ class LayerTable(Panel):
         for name in group.names:
             cb = widgets.Checkbox(
                 value=name not in frozen,
-                description=self._description(name, frozen, factors),
+                description=self._format.row(name, frozen, factors),
                 indent=False,
-                disabled=busy or self._meta[name][2] == 0,
+                disabled=busy or self._format.params(name) == 0,
                 layout=self._row_layout,
                 style=self._row_style,
                 _dom_classes=("tlw-layer-row",),
@@ -365,7 +318,7 @@ class LayerTable(Panel):
         try:
             for name, cb in self._rows.items():
                 cb.value = name not in frozen
-                cb.description = self._description(name, frozen, factors)
+                cb.description = self._format.row(name, frozen, factors)
             for group in self._groups.values():
                 live = [n for n in group.trainable_names if n not in frozen]
                 group.check.value = bool(live) and len(live) == len(group.trainable_names)
@@ -378,7 +331,7 @@ class LayerTable(Panel):
         finally:
             self._syncing = False
         trainable, total = self.session.trainable_params()
-        self.summary.value = f"<b>trainable parameters: {trainable:,} of {total:,} ({_percent(trainable, total)})</b>"
+        self.summary.value = f"<b>trainable parameters: {trainable:,} of {total:,} ({percent(trainable, total)})</b>"
         self._draw_bn_policy(frozen)
         self.hint.value = ""
         self._set_enabled(self.session.status == "idle")
@@ -387,7 +340,7 @@ class LayerTable(Panel):
         if not self._has_bn:
             self.bn_policy.value = ""
             return
-        bn = [n for n, m in self._meta.items() if "BatchNorm" in m[0]]
+        bn = self._format.batchnorm_layers()
         n_frozen = sum(n in frozen for n in bn)
         # The core has a single BatchNorm rule (layers.set_bn_eval, applied by the trainer),
         # so this is information, not a control.
@@ -410,7 +363,7 @@ class LayerTable(Panel):
         for group in self._groups.values():
             group.check.disabled = not enabled or not group.trainable_names
         for name, cb in self._rows.items():
-            cb.disabled = not enabled or self._meta[name][2] == 0
+            cb.disabled = not enabled or self._format.params(name) == 0
 
     # ------------------------------------------------------------------ handlers
     def _apply(self, action: Callable[[], Any]) -> None:
