@@ -26,7 +26,8 @@ from torch.utils.data import Dataset
 from . import data_sources as sources
 from .data_sources import torchvision_names
 from .errors import DataError
-from .images import Progress, Sample, _Scan, _scan, is_hidden, load_image, make_transforms, scan_folder
+from .images import Progress, Sample, _Scan, _scan, is_hidden, load_image, scan_folder
+from .transforms import make_transforms
 
 __all__ = [
     "Augment", "DataBundle", "ImageDataset", "Sample", "ScanReport", "holdout_samples",

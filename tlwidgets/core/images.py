@@ -1,4 +1,4 @@
-"""Image files: which are usable, opening them as RGB, the class-folder scan, tensor transforms.
+"""Image files: which are usable, opening them as RGB, and the class-folder scan.
 
 Every candidate file is decoded once while scanning, so a corrupt or truncated
 image is reported up front (with its reason) instead of failing mid-training.
@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError, features
-from torchvision import transforms as T
-from torchvision.transforms import functional as TF
 
-from .errors import DataError, ModelError
+from .errors import DataError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
@@ -31,7 +28,6 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 # Folders that tools leave behind; they never hold a class.
 _HIDDEN_DIRS = frozenset({"__MACOSX", "__pycache__", "$RECYCLE.BIN", "System Volume Information"})
 _DRAFT_SIZE = (64, 64)
-_MAX_ASPECT = 8  # longest side of a resized image, in multiples of the short side's target
 _EXIF_ORIENTATION = 0x0112
 _WORKERS = min(8, (os.cpu_count() or 2) * 2)
 
@@ -377,77 +373,3 @@ def scan_folder(
     """
     scan = _scan(root)
     return scan.classes, scan.samples, scan.skipped
-
-
-# ---------------------------------------------------------------------------- transforms
-_INTERPOLATION = {
-    "bilinear": T.InterpolationMode.BILINEAR,
-    "bicubic": T.InterpolationMode.BICUBIC,
-    "nearest": T.InterpolationMode.NEAREST,
-}
-
-
-class Resize(T.Resize):
-    """torchvision's Resize (short side to ``size``) with the long side capped.
-
-    A long thin strip (2x6000 pixels) would otherwise grow to hundreds of megabytes when
-    its short side is scaled up; capped, it stays small and the crop pads it instead.
-    """
-
-    def forward(self, img: Any) -> Any:
-        if isinstance(self.size, int):
-            _, height, width = TF.get_dimensions(img)
-            cap = _MAX_ASPECT * self.size
-            if max(width, height) * self.size > cap * max(min(width, height), 1):
-                scale = cap / max(width, height)
-                size = [max(1, round(height * scale)), max(1, round(width * scale))]
-                return TF.resize(img, size, self.interpolation, antialias=self.antialias)
-        return super().forward(img)
-
-
-def make_transforms(
-    spec_like: Any, augment: Any = None, image_size: int | None = None
-) -> tuple[Callable[[Image.Image], torch.Tensor], Callable[[Image.Image], torch.Tensor]]:
-    """Training and evaluation transforms (PIL RGB image -> normalised tensor).
-
-    Args:
-        spec_like: anything with ``resize_size``, ``input_size``, ``mean``, ``std`` and
-            ``interpolation`` ("bilinear" | "bicubic" | "nearest"), e.g. a ModelSpec.
-        augment: a :class:`tlwidgets.core.data.Augment`; ``None`` means none.
-        image_size: crop size overriding the spec's; the resize becomes round(size * 256 / 224).
-
-    Returns:
-        ``(train_tf, eval_tf)``. eval: Resize -> CenterCrop -> ToTensor -> Normalize.
-        train: the same with rotation, flip and colour jitter added; a random resized crop
-        replaces the centre crop when enabled.
-    """
-    interpolation = _INTERPOLATION.get(str(spec_like.interpolation).lower())
-    if interpolation is None:
-        raise ModelError(
-            f"Unknown interpolation {spec_like.interpolation!r}; use one of {', '.join(_INTERPOLATION)}."
-        )
-    if image_size is not None:
-        if int(image_size) < 8:
-            raise DataError(f"image_size={image_size!r} is too small; use at least 8 pixels.")
-        crop, resize = int(image_size), round(int(image_size) * 256 / 224)
-    else:
-        crop, resize = int(spec_like.input_size), int(spec_like.resize_size)
-    tail = [T.ToTensor(), T.Normalize(list(spec_like.mean), list(spec_like.std))]
-    resize_tf = Resize(resize, interpolation=interpolation, antialias=True)
-    eval_tf = T.Compose([resize_tf, T.CenterCrop(crop), *tail])
-    if augment is None or augment.is_identity():
-        return T.Compose([resize_tf, T.CenterCrop(crop), *tail]), eval_tf
-    # Rotating the resized image before cropping keeps most of the black corners out of the crop.
-    steps: list[Any] = [resize_tf]
-    if augment.rotation:
-        steps.append(T.RandomRotation(float(augment.rotation), interpolation=interpolation))
-    if augment.random_resized_crop:
-        steps.append(T.RandomResizedCrop(crop, scale=(0.6, 1.0), interpolation=interpolation, antialias=True))
-    else:
-        steps.append(T.CenterCrop(crop))
-    if augment.flip:
-        steps.append(T.RandomHorizontalFlip())
-    if augment.color_jitter:
-        s = float(augment.color_jitter)
-        steps.append(T.ColorJitter(brightness=s, contrast=s, saturation=s, hue=min(0.1, s / 4)))
-    return T.Compose([*steps, *tail]), eval_tf
