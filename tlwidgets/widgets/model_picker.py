@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from ..core import catalog, speed
 from ..core.device import best_device, describe
 from ..core.session import Session
+from ._model_text import hover_text, marker_size, table_html
 from ._panel import Panel, guarded
 from .compare_view import CompareView
 
@@ -36,32 +37,6 @@ _NOTE = (
     "(higher up) if accuracy matters more than speed. Marker size = download size; colour = family; "
     "&#9670; = weights available offline, &#9679; = needs a download. Click a point to load it."
 )
-
-
-def marker_size(
-    size_mb: Any, smallest_mb: float, largest_mb: float, lo_px: float = 6.0, hi_px: float = 40.0
-) -> np.ndarray:
-    """Marker diameters in pixels, proportional to the square root of the file size.
-
-    Args:
-        size_mb: file sizes in MB (scalar or array).
-        smallest_mb: size drawn at ``lo_px``; largest_mb: size drawn at ``hi_px``.
-        lo_px: smallest marker; hi_px: largest marker.
-    """
-    s = np.sqrt(np.clip(np.asarray(size_mb, dtype=float), smallest_mb, largest_mb))
-    lo, hi = math.sqrt(smallest_mb), math.sqrt(largest_mb)
-    if hi <= lo:
-        return np.full(s.shape, (lo_px + hi_px) / 2)
-    return lo_px + (s - lo) / (hi - lo) * (hi_px - lo_px)
-
-
-def weights_text(status: str, size_mb: float) -> str:
-    """Plain words for a weights status: ``"download 44.7 MB"``, ``"packaged (offline)"``, ..."""
-    return {
-        "download": f"download {size_mb:.1f} MB",
-        "packaged": "packaged (offline)",
-        "checkpoint": "checkpoint (local file)",
-    }.get(status, status)
 
 
 class ModelPicker(Panel):
@@ -250,7 +225,7 @@ class ModelPicker(Panel):
                 t.x = df["x"].to_numpy(float)
                 t.y = df["top1"].to_numpy(float)
                 t.customdata = df["name"].to_numpy(object)
-                t.hovertext = [self._hover(r) for r in df.itertuples()]
+                t.hovertext = [hover_text(r) for r in df.itertuples()]
                 t.marker.size = sizes
                 t.marker.color = [colour[f] for f in df["family"]]
                 t.marker.symbol = ["diamond" if w in _OFFLINE else "circle" for w in df["weights"]]
@@ -260,16 +235,9 @@ class ModelPicker(Panel):
                 h.customdata = here["name"].to_numpy(object)
                 h.marker.size = sizes[here.index.to_numpy()] + 10 if len(here) else []
                 self.fig.layout.xaxis.title.text = title
-            self.table.value = self._table_html(df, current)
+            self.table.value = table_html(df, current, self.sort_by.value, self.x_mode)
             if dropdown:
                 self._fill_dropdown(df, current)
-
-    def _hover(self, r: Any) -> str:
-        top1 = "n/a" if pd.isna(r.top1) else f"{r.top1:.1f}%"
-        timed = "not measured here" if pd.isna(r.speed_ms) else f"{r.speed_ms:.2f} ms/image"
-        return (f"<b>{html.escape(r.name)}</b> ({html.escape(r.family)})<br>top-1: {top1}<br>"
-                f"params: {r.params_m:.1f} M · size: {r.size_mb:.1f} MB<br>"
-                f"speed: {timed} · {r.gflops:.2f} GFLOPs<br>weights: {weights_text(r.weights, r.size_mb)}")
 
     def _fill_dropdown(self, df: pd.DataFrame, current: str | None) -> None:
         rows = df.sort_values(["family", "name"])
@@ -282,29 +250,6 @@ class ModelPicker(Panel):
                 self.model_dropdown.value = pick
                 break
         self._on_status_change({})
-
-    def _table_html(self, df: pd.DataFrame, current: str | None) -> str:
-        key = self.sort_by.value
-        if key == "speed":
-            df = df.sort_values(["x", "name"])
-        elif key == "name":
-            df = df.sort_values("name")
-        else:
-            df = df.sort_values([key, "name"], ascending=[key != "top1", True], na_position="last")
-        xhead = "ms/image" if self.x_mode == "time" else "GFLOPs"
-        head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in
-                       ("Model", "Family", "Top-1 %", xhead, "Size MB", "Params M", "Weights"))
-        rows = []
-        for r in df.itertuples():
-            style = " style='font-weight:bold;background:#eef5ff'" if r.name == current else ""
-            top1 = "" if pd.isna(r.top1) else f"{r.top1:.1f}"
-            cells = (r.name, r.family, top1, f"{r.x:.3g}", f"{r.size_mb:.1f}", f"{r.params_m:.1f}",
-                     weights_text(r.weights, r.size_mb))
-            rows.append(f"<tr{style}>" + "".join(f"<td style='padding:1px 8px'>{html.escape(c)}</td>"
-                                                 for c in cells) + "</tr>")
-        if not rows:
-            return "<i>No model passes these filters: loosen them.</i>"
-        return f"<table style='border-collapse:collapse;font-size:90%'><tr>{head}</tr>{''.join(rows)}</table>"
 
     # ------------------------------------------------------------------ loading
     def select(self, name: str, reload: bool = False) -> bool:
