@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pathlib
 import pickle
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Session, Path]:
     s.fit(epochs=1, batch_size=8, optimizer="adamw", schedule="cosine", label_smoothing=0.1)
     s.fit(epochs=1, batch_size=8)  # a continued history: two fits, epochs 1 and 2
     return s, root
+
+
+@contextlib.contextmanager
+def _edited_meta(path: Path) -> Iterator[dict]:
+    """The bundle's ``tlwidgets.json`` as a dict; what the block changes in it is written back."""
+    meta = json.loads((path / "tlwidgets.json").read_text())
+    yield meta
+    (path / "tlwidgets.json").write_text(json.dumps(meta))
 
 
 def _images(root: Path) -> list[str]:
@@ -139,9 +149,8 @@ def test_pickled_weights_are_refused_and_never_run(trained, tmp_path: Path, how:
         torch.save({"state_dict": _Payload(marker)}, weights)
     with pytest.raises(ModelError, match="SHA-256"):
         Session.load(path, device="cpu")
-    meta = json.loads((path / "tlwidgets.json").read_text())
-    meta["weights"].pop("sha256")  # an attacker can rewrite the checksum too
-    (path / "tlwidgets.json").write_text(json.dumps(meta))
+    with _edited_meta(path) as meta:
+        meta["weights"].pop("sha256")  # an attacker can rewrite the checksum too
     with pytest.raises(ModelError, match="not a safetensors file.*never opened"):
         Session.load(path, device="cpu")
     assert not marker.exists()
@@ -153,9 +162,8 @@ def test_weights_file_must_be_safetensors_inside_the_bundle(trained, tmp_path: P
     marker = tmp_path / "marker.txt"
     (path / "model.pt").write_bytes(pickle.dumps(_Payload(marker)))
     for name in ("model.pt", "../model.safetensors"):
-        meta = json.loads((path / "tlwidgets.json").read_text())
-        meta["weights"]["file"] = name
-        (path / "tlwidgets.json").write_text(json.dumps(meta))
+        with _edited_meta(path) as meta:
+            meta["weights"]["file"] = name
         with pytest.raises(ModelError, match="only as a .safetensors file"):
             Session.load(path, device="cpu")
     assert not marker.exists()
@@ -173,9 +181,8 @@ def test_bad_bundles_and_targets_give_clear_errors(trained, tmp_path: Path) -> N
         s.save(tmp_path / "plain")
     assert (tmp_path / "plain" / "notes.txt").read_text() == "mine"
     path = s.save(tmp_path / "model")
-    meta = json.loads((path / "tlwidgets.json").read_text())
-    meta["format_version"] = 99
-    (path / "tlwidgets.json").write_text(json.dumps(meta))
+    with _edited_meta(path) as meta:
+        meta["format_version"] = 99
     with pytest.raises(ModelError, match="upgrade tlwidgets"):
         Session.load(path)
     (path / "tlwidgets.json").write_text("{broken")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import loaded_session
 from tlwidgets.core import compare as compare_mod
 from tlwidgets.core.compare import COMPARE_COLUMNS, classic_small_models, compare_models
 from tlwidgets.core.errors import DataError, ModelError
@@ -19,10 +20,7 @@ FAST = {"max_batches_per_epoch": 2, "batch_size": 8}
 
 @pytest.fixture
 def session(image_folder: Path) -> Session:
-    s = Session(device="cpu", image_size=64)
-    s.load_model("mobilenet_v3_small", pretrained=False)
-    s.load_data(image_folder, val_fraction=0.25)
-    return s
+    return loaded_session(image_folder, "mobilenet_v3_small", image_size=64)
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 from torchvision import transforms as T
 
+from tests.helpers import colour_task, ready_session
 from tlwidgets import Session
 from tlwidgets.core import features, splits
 from tlwidgets.core.device import autocast_dtype
@@ -49,14 +50,6 @@ class TinyNet(nn.Module):
 def tiny_net(**kw: float) -> TinyNet:
     torch.manual_seed(0)
     return TinyNet(**kw)
-
-
-def colour_task(n: int, seed: int) -> TensorDataset:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 3
-    images = torch.rand(n, 3, SIZE, SIZE, generator=g) * 0.6
-    images[torch.arange(n), labels] += 0.4
-    return TensorDataset(images, labels)
 
 
 class Flipping(Dataset):
@@ -188,14 +181,7 @@ def test_random_transform_detection() -> None:
 # ---------------------------------------------------------------------------- through the Session
 @pytest.fixture
 def session(image_folder: Path, tiny_size: int) -> Session:
-    s = Session(device="cpu", image_size=tiny_size)
-    torch.manual_seed(0)
-    s.load_model("resnet18", pretrained=False)
-    s.load_data(image_folder, val_fraction=0.25, seed=0)
-    s.replace_head()
-    s.freeze_backbone()
-    s.configure(batch_size=8, epochs=1)
-    return s
+    return ready_session(image_folder, "resnet18", image_size=tiny_size, torch_seed=0, batch_size=8, epochs=1)
 
 
 def _builds_after_fit(s: Session) -> int:

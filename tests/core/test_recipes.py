@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import ready_session
 from tlwidgets import Session
 from tlwidgets.core import recipes
 from tlwidgets.core.errors import BusyError
@@ -15,14 +16,7 @@ from tlwidgets.core.errors import BusyError
 
 @pytest.fixture
 def session(image_folder: Path, tiny_size: int) -> Session:
-    s = Session(device="cpu", image_size=tiny_size)
-    torch.manual_seed(0)
-    s.load_model("resnet18", pretrained=False)
-    s.load_data(image_folder, val_fraction=0.25, seed=0)
-    s.replace_head()
-    s.freeze_backbone()
-    s.configure(batch_size=4)
-    return s
+    return ready_session(image_folder, "resnet18", image_size=tiny_size, torch_seed=0, batch_size=4)
 
 
 def test_lr_find_restores_weights_bit_identically_and_suggests(session: Session) -> None:

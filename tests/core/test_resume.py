@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from tests.conftest import make_image_folder
+from tests.helpers import ready_session
 from tlwidgets import Session
 from tlwidgets.core import checkpoint as C
 from tlwidgets.core.errors import TrainingError
@@ -31,17 +32,14 @@ ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = {"epochs": 3, "batch_size": 8, "precision": "fp32", "lr": 3e-3}
 BATCH_KEYS = ("epoch", "batch", "step", "loss", "acc", "lr")
 EPOCH_KEYS = ("epoch", "loss", "acc", "val_loss", "val_acc", "lr")
+# Random-init MobileNetV3-Small (dropout in the head) with flips: both draw random numbers.
+SESSION = {"model": "mobilenet_v3_small", "image_size": 32, "torch_seed": 0, "augment": {"flip": True},
+           "freeze_backbone": False}
 
 
 def _session(folder: Path) -> Session:
-    """Random-init MobileNetV3-Small (dropout in the head) with flips: both draw random numbers."""
-    torch.manual_seed(0)
-    s = Session(device="cpu", image_size=32)
-    s.load_model("mobilenet_v3_small", pretrained=False)
-    s.load_data(folder, val_fraction=0.25, seed=0)
-    s.set_augment(flip=True)
-    s.replace_head()
-    return s
+    """The SESSION every test here trains, on the images in ``folder``."""
+    return ready_session(folder, **SESSION)
 
 
 def _rows(rows: list[dict], keys: tuple[str, ...]) -> list[tuple]:
@@ -265,15 +263,10 @@ _SCRIPT = textwrap.dedent('''
     import json, sys, time
     from pathlib import Path
     import torch
-    from tlwidgets import Session
+    from tests.helpers import ready_session
 
     mode, folder, ckpt, out, ready = sys.argv[1:]
-    torch.manual_seed(0)
-    s = Session(device="cpu", image_size=32)
-    s.load_model("mobilenet_v3_small", pretrained=False)
-    s.load_data(folder, val_fraction=0.25, seed=0)
-    s.set_augment(flip=True)
-    s.replace_head()
+    s = ready_session(folder, **json.loads(%r))  # _session(folder)
 
     def hang(logs):
         if (logs["epoch"], logs["batch"]) == (2, 1):
@@ -287,7 +280,7 @@ _SCRIPT = textwrap.dedent('''
     torch.save({k: v.contiguous() for k, v in s.model.state_dict().items()}, out + ".pt")
     Path(out + ".json").write_text(json.dumps({"batches": history.batches, "epochs": history.epochs,
                                                "message": s.message}))
-''') % json.dumps(OPTIONS)
+''') % (json.dumps(SESSION), json.dumps(OPTIONS))
 
 
 def _start(script: Path, mode: str, folder: Path, tmp_path: Path, ckpt: Path) -> subprocess.Popen:

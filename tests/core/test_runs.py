@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.helpers import ready_session
 from tlwidgets.core.errors import ModelError, TLWidgetsError
 from tlwidgets.core.runs import RUN_COLUMNS, Run
 from tlwidgets.core.session import Session
@@ -18,12 +19,7 @@ FAST = {"max_batches_per_epoch": 1, "batch_size": 8}
 
 @pytest.fixture
 def session(image_folder: Path) -> Session:
-    s = Session(device="cpu", image_size=64)
-    s.load_model("mobilenet_v3_small", pretrained=False)
-    s.load_data(image_folder, val_fraction=0.25)
-    s.replace_head()
-    s.freeze_backbone()
-    return s
+    return ready_session(image_folder, "mobilenet_v3_small", image_size=64)
 
 
 def test_a_fit_is_recorded_with_what_was_trained_and_how(session: Session) -> None:

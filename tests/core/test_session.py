@@ -9,16 +9,14 @@ import pytest
 import torch
 
 from tests.conftest import make_image_folder
+from tests.helpers import loaded_session
 from tlwidgets import Session
 from tlwidgets.core.errors import BusyError, DataError, ModelError
 
 
 @pytest.fixture
 def session(image_folder: Path) -> Session:
-    s = Session(device="cpu", image_size=64)
-    s.load_model("mobilenet_v3_small", pretrained=False)
-    s.load_data(image_folder, val_fraction=0.25, seed=0)
-    return s
+    return loaded_session(image_folder, "mobilenet_v3_small", image_size=64)
 
 
 def _record(s: Session) -> list[str]:

@@ -10,13 +10,12 @@ import time
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 
+from tests.helpers import colour_task
 from tlwidgets.core import layers
 from tlwidgets.core.errors import TrainingError
 from tlwidgets.core.training import Callback, History, LambdaCallback, TrainConfig, Trainer
-
-SIZE = 16
 
 
 def tiny_net(classes: int = 3, dropout: float = 0.0) -> nn.Module:
@@ -25,15 +24,6 @@ def tiny_net(classes: int = 3, dropout: float = 0.0) -> nn.Module:
         nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(8, classes),
     )
-
-
-def colour_task(n: int, seed: int) -> TensorDataset:
-    """Noisy images whose class is the brightest colour channel."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 3
-    images = torch.rand(n, 3, SIZE, SIZE, generator=g) * 0.6
-    images[torch.arange(n), labels] += 0.4
-    return TensorDataset(images, labels)
 
 
 class Recorder(Callback):

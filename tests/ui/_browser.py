@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,18 @@ _PLOT_JS = """(css) => {
   if (!el) return null;
   return el.classList.contains('js-plotly-plot') ? el : el.querySelector('.js-plotly-plot');
 }"""
+
+
+@contextlib.contextmanager
+def new_page(browser: Any, width: int = 1280, height: int = 1000, timeout_ms: float = 30_000) -> Iterator[Any]:
+    """A page in a browser context of its own, ``width`` x ``height``; the context closes after the block."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    try:
+        yield page
+    finally:
+        context.close()
 
 
 def plot_traces(page: Any, css: str) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ import pytest
 from _browser import (
     TIMINGS,
     click_point,
+    new_page,
     open_and_run_notebook,
     plot_traces,
     point_count,
@@ -50,19 +51,16 @@ LONG_RUN_EPOCHS = 5000
 @pytest.fixture(scope="module")
 def page(browser: Any, lab_server: Any) -> Iterator[Any]:
     """quickstart.ipynb open in JupyterLab with all its cells run."""
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    console_errors: list[str] = []
-    pg.on("pageerror", lambda exc: console_errors.append(str(exc)))
-    try:
-        TIMINGS["open_and_run_all_s"] = open_and_run_notebook(pg, lab_server.url, "quickstart.ipynb")
-        pg.keyboard.press("Control+b")  # hide the file browser: more room for the App
-        yield pg
-    finally:
-        if console_errors:
-            print("page errors:", *console_errors, sep="\n  ")
-        context.close()
+    with new_page(browser) as pg:
+        console_errors: list[str] = []
+        pg.on("pageerror", lambda exc: console_errors.append(str(exc)))
+        try:
+            TIMINGS["open_and_run_all_s"] = open_and_run_notebook(pg, lab_server.url, "quickstart.ipynb")
+            pg.keyboard.press("Control+b")  # hide the file browser: more room for the App
+            yield pg
+        finally:
+            if console_errors:
+                print("page errors:", *console_errors, sep="\n  ")
 
 
 def _status(page: Any) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from _browser import (
     TIMINGS,
+    new_page,
     plot_traces,
     screenshot,
     select_tab,
@@ -28,17 +29,12 @@ TRAIN = ".tlw-training-panel"
 
 @pytest.fixture(scope="module")
 def page(browser: Any, voila_server: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    try:
+    with new_page(browser) as pg:
         start = time.perf_counter()
         pg.goto(voila_server.url + "/", timeout=240_000)  # Voila runs the notebook before it answers
         pg.wait_for_selector(".tlw-app", timeout=240_000)
         TIMINGS["voila_app_shown_s"] = time.perf_counter() - start
         yield pg
-    finally:
-        context.close()
 
 
 def test_voila_shows_only_the_app(page: Any, screenshot_dir: Path) -> None:

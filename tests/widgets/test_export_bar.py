@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ready_session
 from tlwidgets import Session
 from tlwidgets.widgets.export_bar import targets
 from tlwidgets.widgets.live_curves import VAL_ACC
@@ -14,11 +15,7 @@ from tlwidgets.widgets.training_panel import TrainingPanel
 
 @pytest.fixture
 def trained(image_folder: Path) -> Session:
-    s = Session(device="cpu", image_size=64)
-    s.load_model("resnet18", pretrained=False)
-    s.load_data(image_folder, val_fraction=0.25, seed=0)
-    s.replace_head()
-    s.freeze_backbone()
+    s = ready_session(image_folder, "resnet18", image_size=64)
     s.fit(epochs=2, batch_size=8)
     return s
 

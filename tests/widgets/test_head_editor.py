@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import loaded_session
 from tlwidgets import Session
 from tlwidgets.widgets.head_editor import HeadEditor, describe_head
 from tlwidgets.widgets.layer_table import LayerTable
@@ -15,10 +16,7 @@ from tlwidgets.widgets.layer_table import LayerTable
 
 @pytest.fixture
 def session(image_folder: Path) -> Session:
-    s = Session(device="cpu", image_size=64)
-    s.load_model("resnet18", pretrained=False)
-    s.load_data(image_folder, val_fraction=0.25, seed=0)
-    return s
+    return loaded_session(image_folder, "resnet18", image_size=64)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import ready_session
 from tlwidgets import Session
 from tlwidgets.core.errors import DataError
 from tlwidgets.widgets.live_curves import VAL_ACC, VAL_LOSS
@@ -22,13 +23,7 @@ WAIT_S = 180  # generous: CI machines may be busy
 
 @pytest.fixture
 def session(image_folder: Path) -> Session:
-    s = Session(device="cpu", image_size=64)
-    s.load_model("resnet18", pretrained=False)
-    s.load_data(image_folder, val_fraction=0.25, seed=0)
-    s.replace_head()
-    s.freeze_backbone()
-    s.configure(batch_size=4)
-    return s
+    return ready_session(image_folder, "resnet18", image_size=64, batch_size=4)
 
 
 def _png(colour: tuple[int, int, int]) -> bytes:
