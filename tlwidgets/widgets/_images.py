@@ -169,3 +169,23 @@ def normalisation(transform: Any, spec: Any = None) -> tuple[tuple[float, ...], 
     if spec is not None:
         return tuple(spec.mean), tuple(spec.std)
     return IMAGENET_MEAN, IMAGENET_STD
+
+
+def augmented_views(
+    bundle: Any, index: int, count: int, spec: Any = None
+) -> tuple[str, str, Image.Image, list[Image.Image]]:
+    """Training image ``index`` of a data bundle and ``count`` passes of it through the training transform.
+
+    Returns ``(path, class name, original picture, views)``; the views are pictures as the
+    model sees them (normalisation undone), so augmentation can be judged by eye.
+    """
+    path, label = bundle.train[index % len(bundle.train)]  # a Sample unpacks like (path, label)
+    path, label = os.fspath(path), int(label)
+    original = load_image(path)
+    mean, std = normalisation(bundle.train_tf, spec)
+    views = []
+    for _ in range(count):
+        out = bundle.train_tf(original)
+        views.append(out if isinstance(out, Image.Image) else tensor_to_image(out, mean, std))
+    name = bundle.classes[label] if 0 <= label < len(bundle.classes) else str(label)
+    return path, name, original, views

@@ -352,15 +352,8 @@ class DatasetBrowser(Panel):
         bundle = self.session.data
         if bundle is None or not bundle.train:
             raise DataError("Load data first: the preview shows augmented views of a training image.")
-        path, label = _path_label(bundle.train[index % len(bundle.train)])
-        original = data_mod.load_image(path)
-        mean, std = _images.normalisation(bundle.train_tf, self.session.spec)
-        views = []
-        for _ in range(self.preview_count):
-            out = bundle.train_tf(original)
-            views.append(out if isinstance(out, Image.Image) else _images.tensor_to_image(out, mean, std))
+        path, name, original, views = _images.augmented_views(bundle, index, self.preview_count, self.session.spec)
         self.preview_images = views
-        name = bundle.classes[label] if 0 <= label < len(bundle.classes) else str(label)
         caption = (
             f"{os.path.basename(path)} ({name}): original, then {len(views)} augmented views "
             "as the model sees them"
