@@ -72,7 +72,7 @@ def image_files(draw: st.DrawFn) -> tuple[str, bytes]:
     return f"{kind}{ext}", body
 
 
-def _check_folder(files: list[tuple[str, bytes]]) -> None:
+def _assert_scan_accounts_for_every_file(files: list[tuple[str, bytes]]) -> None:
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns about odd chunks and EXIF; skips are what count
         root = Path(tmp)
@@ -109,7 +109,7 @@ def _check_folder(files: list[tuple[str, bytes]]) -> None:
 @_SETTINGS
 @given(st.lists(image_files(), min_size=1, max_size=6))
 def test_any_bytes_named_like_images_give_an_image_or_a_reported_skip(files: list[tuple[str, bytes]]) -> None:
-    _check_folder(files)
+    _assert_scan_accounts_for_every_file(files)
 
 
 @_SETTINGS
@@ -133,4 +133,4 @@ def test_every_truncation_of_a_valid_image_is_usable_or_skipped(ext: str) -> Non
     body = _valid(ext, 24, 16, "RGB", 0)
     cuts = list(range(0, len(body), 7)) + [len(body) - 1]
     for start in range(0, len(cuts), 12):
-        _check_folder([(f"cut{n}{ext}", body[:n]) for n in cuts[start : start + 12]])
+        _assert_scan_accounts_for_every_file([(f"cut{n}{ext}", body[:n]) for n in cuts[start : start + 12]])

@@ -346,7 +346,7 @@ def _tree(folder: Path) -> set[str]:
     return {str(p) for p in folder.rglob("*")}
 
 
-def _refused(archive: Path, tmp_path: Path, why: str) -> None:
+def _assert_refused(archive: Path, tmp_path: Path, why: str) -> None:
     """Loading ``archive`` is refused with ``why`` and writes nothing anywhere."""
     cache = cache_dir()
     cache_dir("archives")
@@ -377,7 +377,7 @@ def _zip_with(path: Path, members: dict[str, bytes]) -> Path:
 ])
 def test_zip_with_backslash_or_drive_paths_is_refused(tmp_path: Path, member: str, why: str) -> None:
     archive = _zip_with(tmp_path / "evil.zip", {member: b"evil"})
-    _refused(archive, tmp_path, why)
+    _assert_refused(archive, tmp_path, why)
 
 
 def test_zip_symlink_member_is_extracted_as_a_plain_file(tmp_path: Path) -> None:
@@ -429,7 +429,7 @@ def test_tar_links_out_of_the_folder_and_special_files_are_refused(
     tmp_path: Path, members: list[tarfile.TarInfo], why: str
 ) -> None:
     archive = _tar_with(tmp_path / "evil.tar", members)
-    _refused(archive, tmp_path, why)
+    _assert_refused(archive, tmp_path, why)
 
 
 # ---------------------------------------------------------------------------- untrusted checkpoints
