@@ -219,3 +219,35 @@ def test_timm_model_without_validation_split(tmp_path: Path) -> None:
     assert loaded.spec.source == "packaged" and loaded.head.path == s.head.path
     images = _images(root)
     assert copy_predictions_equal(s, loaded, images)
+
+
+def test_non_finite_metrics_are_strict_json_and_come_back_as_floats(trained: tuple[Session, Path], tmp_path: Path) -> None:
+    s, _ = trained
+    kept = s.history
+    history = type(kept)(
+        batches=[dict(b) for b in kept.batches], epochs=[dict(e) for e in kept.epochs],
+        stopped=kept.stopped, config=dict(kept.config),
+    )
+    history.batches[0]["loss"] = math.nan  # what a diverged step logs
+    history.epochs[0]["val_loss"] = math.inf
+    history.epochs[-1]["val_loss"] = -math.inf
+    s.history = history
+    try:
+        path = s.save(tmp_path / "diverged")
+    finally:
+        s.history = kept
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"non-standard JSON number {token}")
+
+    text = (path / "tlwidgets.json").read_text()
+    meta = json.loads(text, parse_constant=refuse)  # strict JSON: any JSON parser reads it
+    assert meta["history"]["batches"][0]["loss"] == "NaN"
+    assert [meta["history"]["epochs"][0]["val_loss"], meta["history"]["epochs"][-1]["val_loss"]] == [
+        "Infinity", "-Infinity",
+    ]
+    back = Session.load(path, data=False).history
+    assert math.isnan(back.batches[0]["loss"])
+    assert back.epochs[0]["val_loss"] == math.inf and back.epochs[-1]["val_loss"] == -math.inf
+    assert back.batches[1:] == history.batches[1:]
+    assert [e["val_acc"] for e in back.epochs] == [e["val_acc"] for e in history.epochs]

@@ -205,3 +205,23 @@ def test_script_reaches_the_notebook_accuracy_on_real_photos(flowers_dir: Path, 
     assert abs(final["val_acc"] - notebook) <= 0.03, (final, notebook)
     loaded = Session.load(tmp_path / "b", device="cpu")
     assert abs(loaded.evaluate().accuracy - final["val_acc"]) <= 0.03
+
+
+def test_script_writes_non_finite_metrics_as_the_bundle_does(tiny: Session, tmp_path: Path) -> None:
+    import importlib.util
+    import math
+
+    from tlwidgets.core import bundle
+
+    files = tiny.to_script(tmp_path / "train")
+    spec = importlib.util.spec_from_file_location("generated_train", files.script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines the functions; main() runs only as a program
+    value = {"loss": math.nan, "curve": [math.inf, -math.inf, 0.5], "step": 3, 1: "x"}
+    written = module.strict_json(value)
+    assert written == bundle._jsonable(value) == {
+        "loss": "NaN", "curve": ["Infinity", "-Infinity", 0.5], "step": 3, "1": "x",
+    }
+    json.dumps(written, allow_nan=False)
+    back = [bundle.number_from_json(v) for v in written["curve"]]
+    assert back[:2] == [math.inf, -math.inf] and math.isnan(bundle.number_from_json(written["loss"]))

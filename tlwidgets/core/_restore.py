@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from . import catalog, data as data_mod, heads, layers, training
-from .bundle import META_FILE
+from .bundle import META_FILE, number_from_json
 from .errors import DataError, ModelError
 
 if TYPE_CHECKING:
@@ -146,11 +146,17 @@ def _config_from(values: Mapping[str, Any]) -> training.TrainConfig:
     return config
 
 
+def _record(values: Mapping[str, Any]) -> dict[str, Any]:
+    """One stored batch or epoch record, with NaN and infinite metrics back as floats."""
+    return {k: number_from_json(v) for k, v in values.items()}
+
+
 def _history_from(values: Mapping[str, Any] | None) -> training.History | None:
     if not values:
         return None
     return training.History(
-        batches=[dict(b) for b in values.get("batches") or []], epochs=[dict(e) for e in values.get("epochs") or []],
+        batches=[_record(b) for b in values.get("batches") or []],
+        epochs=[_record(e) for e in values.get("epochs") or []],
         stopped=bool(values.get("stopped", False)), config=dict(values.get("config") or {}),
     )
 

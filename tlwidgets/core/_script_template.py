@@ -373,6 +373,18 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def strict_json(value: object) -> object:
+    """JSON data without NaN or infinity (strict JSON has neither): such a float (the loss of a
+    diverged run) becomes the string "NaN", "Infinity" or "-Infinity", as tlwidgets reads it."""
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
 def write_bundle(out: Path, model: nn.Module, config: dict, history: dict, root: str, split: tuple) -> None:
     """What ``tlwidgets.Session.save`` writes: model.safetensors, split.json, tlwidgets.json (last)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -396,7 +408,7 @@ def write_bundle(out: Path, model: nn.Module, config: dict, history: dict, root:
         "weights": {"file": "model.safetensors", "num_tensors": len(state),
                     "sha256": hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()},
     }
-    (out / "tlwidgets.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    (out / "tlwidgets.json").write_text(json.dumps(strict_json(meta), indent=1, allow_nan=False), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- training

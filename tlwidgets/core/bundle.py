@@ -26,6 +26,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
@@ -153,12 +154,29 @@ def _data_root(bundle: data_mod.DataBundle) -> str:
     return root if os.path.isdir(root) else os.path.dirname(root)
 
 
+NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
 def _jsonable(value: Any) -> Any:
+    """``value`` as strict JSON data: string keys, lists for tuples, and a non-finite float as
+    the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (strict JSON has no such numbers;
+    a diverged run's loss is NaN). :func:`number_from_json` reads them back."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     return value
+
+
+def number_from_json(value: Any) -> Any:
+    """The float that :func:`_jsonable` wrote as ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``; other values as they are."""
+    return NON_FINITE.get(value, value) if isinstance(value, str) else value
+
+
+def _dumps(value: Any, **options: Any) -> str:
+    return json.dumps(_jsonable(value), allow_nan=False, **options)
 
 
 # ---------------------------------------------------------------------------- saving
@@ -225,8 +243,8 @@ def write_folder(
     meta = dict(meta)
     meta["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256(weights.read_bytes()), "num_tensors": len(state)}
     if split is not None:
-        (folder / SPLIT_FILE).write_text(json.dumps(split), encoding="utf-8")
-    (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        (folder / SPLIT_FILE).write_text(_dumps(split), encoding="utf-8")
+    (folder / META_FILE).write_text(_dumps(meta, indent=1), encoding="utf-8")
 
 
 def _check_target(dest: Path) -> None:
