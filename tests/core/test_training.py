@@ -267,3 +267,38 @@ def test_history_extend_and_frames() -> None:
         "epoch", "loss", "acc", "val_loss", "val_acc", "lr", "time_s",
         "data_images_per_s", "feature_images_per_s", "compute_images_per_s"]
     assert both.batch_frame().shape == (6, 7)
+
+
+class _PoisonAfter(Dataset):
+    """Wraps a dataset; once ``poisoned`` is set, every image it returns is NaN."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base, self.poisoned = base, False
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        x, y = self.base[index]
+        return (torch.full_like(x, float("nan")) if self.poisoned else x), y
+
+
+def test_a_failed_step_of_a_bare_trainer_leaves_the_batchnorm_statistics_of_the_last_good_step() -> None:
+    model = tiny_net()
+    bn = model[1]
+    data = _PoisonAfter(colour_task(48, 0))
+    after_first: dict[str, torch.Tensor] = {}
+
+    def poison_after_first_batch(trainer, batch, logs):
+        if not data.poisoned:
+            after_first.update({n: b.detach().clone() for n, b in bn.named_buffers()})
+            data.poisoned = True
+
+    with pytest.raises(TrainingError, match="loss became nan at epoch 1 batch 2"):
+        fit(model, data, None, callbacks=[LambdaCallback(on_batch_end=poison_after_first_batch)],
+            optimizer="sgd", lr=0.1)
+    assert after_first["num_batches_tracked"].item() == 1
+    for name, buffer in bn.named_buffers():
+        # The NaN batch's forward pass updated them before its loss was known; they are back.
+        assert torch.equal(buffer, after_first[name]), name
+    assert torch.isfinite(bn.running_mean).all() and torch.isfinite(bn.running_var).all()

@@ -1,7 +1,9 @@
-"""Training events and records: the Callback hooks and the History of a fit.
+"""Training events and records: the Callback hooks, the History of a fit, and the BufferGuard.
 
 The loop (:mod:`tlwidgets.core.training`) calls the hooks; live views and recorders
-subscribe through them. Both names are also importable from ``tlwidgets.core.training``.
+subscribe through them. ``Callback`` and ``History`` are also importable from
+``tlwidgets.core.training``. Every trainer holds a :class:`BufferGuard` first among its
+callbacks, so a failed step never leaves half-updated BatchNorm statistics behind.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import torch
+from torch import nn
 
 if TYPE_CHECKING:
     from tlwidgets.core.training import Trainer
@@ -86,3 +90,35 @@ class History:
             stopped=other.stopped,
             config=dict(other.config),
         )
+
+
+class BufferGuard(Callback):
+    """Puts back the buffers (BatchNorm statistics) of the last completed step when a fit fails.
+
+    Only modules in training mode change their buffers, so only theirs are copied; a
+    frozen backbone whose BatchNorm layers run in eval mode costs nothing.
+    """
+
+    def __init__(self) -> None:
+        self._live: list[torch.Tensor] = []
+        self._saved: list[torch.Tensor] = []
+
+    def _watch(self, model: nn.Module) -> None:
+        self._live = [b for m in model.modules() if m.training for b in m.buffers(recurse=False)]
+        self._saved = [b.detach().clone() for b in self._live]
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        self._watch(trainer.model)
+
+    def on_batch_end(self, trainer: Trainer, batch: int, logs: dict) -> None:
+        with torch.no_grad():
+            for saved, live in zip(self._saved, self._live):
+                saved.copy_(live)
+
+    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
+        with torch.no_grad():
+            for saved, live in zip(self._saved, self._live):
+                live.copy_(saved)
+
+    def on_fit_end(self, trainer: Trainer, history: History) -> None:
+        self._live, self._saved = [], []

@@ -3,8 +3,9 @@
 :func:`fit` runs a trainer for a :class:`~tlwidgets.core.session.Session`:
 
 * a failing step (NaN loss, an error in a callback, out of memory) leaves the weights
-  and the BatchNorm statistics as they were after the last completed step, because
-  a forward pass in training mode updates BatchNorm statistics before the loss is known;
+  and the BatchNorm statistics as they were after the last completed step (a forward pass
+  in training mode updates BatchNorm statistics before the loss is known: every trainer's
+  :class:`~tlwidgets.core.callbacks.BufferGuard` puts them back);
 * when memory runs out, the weights go back to where the run started, the batch size is
   halved and the run starts again, down to a batch of one.
 """
@@ -20,7 +21,8 @@ import torch
 from torch import nn
 
 from .errors import TrainingError
-from .training import Callback, History, Trainer
+from .callbacks import BufferGuard  # noqa: F401 - every Trainer holds one; importable from here too
+from .training import History, Trainer
 
 if TYPE_CHECKING:
     from .session import Session
@@ -38,38 +40,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
-
-
-class BufferGuard(Callback):
-    """Puts back the buffers (BatchNorm statistics) of the last completed step when a fit fails.
-
-    Only modules in training mode change their buffers, so only theirs are copied; a
-    frozen backbone whose BatchNorm layers run in eval mode costs nothing.
-    """
-
-    def __init__(self) -> None:
-        self._live: list[torch.Tensor] = []
-        self._saved: list[torch.Tensor] = []
-
-    def _watch(self, model: nn.Module) -> None:
-        self._live = [b for m in model.modules() if m.training for b in m.buffers(recurse=False)]
-        self._saved = [b.detach().clone() for b in self._live]
-
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
-        self._watch(trainer.model)
-
-    def on_batch_end(self, trainer: Trainer, batch: int, logs: dict) -> None:
-        with torch.no_grad():
-            for saved, live in zip(self._saved, self._live):
-                saved.copy_(live)
-
-    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
-        with torch.no_grad():
-            for saved, live in zip(self._saved, self._live):
-                live.copy_(saved)
-
-    def on_fit_end(self, trainer: Trainer, history: History) -> None:
-        self._live, self._saved = [], []
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -116,35 +86,30 @@ def fit(session: Session, trainer: Trainer, retry: bool = True) -> History:
         TrainingError: out of memory with a batch size of one (or when ``retry`` is False);
             the weights are then those the run started with.
     """
-    guard = BufferGuard()
-    trainer.callbacks.insert(0, guard)
     trainer.notes = []
     start = _snapshot(trainer.model)
-    try:
-        while True:
-            try:
-                return trainer.fit()
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                size = trainer.config.batch_size
-                detail = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}" if str(exc) else type(exc).__name__
-                traceback.clear_frames(exc.__traceback__)  # the frames hold the failed batch's tensors
-                error = None
-                if size <= 1 or not retry:
-                    error = (f"Out of memory with batch size {size} ({detail}). "
-                             + ("Use a smaller model or a smaller image size." if size <= 1 else
-                                "A resumed run keeps its batch size: start a new run with a smaller batch_size.")
-                             + " The weights are those the run started with.")
-            # Outside the except block, so the exception and its tensors are gone.
-            _put_back(trainer.model, start)
-            _free(trainer)
-            if error is not None:
-                raise TrainingError(error)
-            note = f"Out of memory with batch size {size}; retrying with {size // 2}."
-            trainer.notes.append(note)
-            trainer.config = dataclasses.replace(trainer.config, batch_size=size // 2)
-            session.config = trainer.config
-            session.message = note
-    finally:
-        trainer.callbacks.remove(guard)
+    while True:
+        try:
+            return trainer.fit()
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            size = trainer.config.batch_size
+            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}" if str(exc) else type(exc).__name__
+            traceback.clear_frames(exc.__traceback__)  # the frames hold the failed batch's tensors
+            error = None
+            if size <= 1 or not retry:
+                error = (f"Out of memory with batch size {size} ({detail}). "
+                         + ("Use a smaller model or a smaller image size." if size <= 1 else
+                            "A resumed run keeps its batch size: start a new run with a smaller batch_size.")
+                         + " The weights are those the run started with.")
+        # Outside the except block, so the exception and its tensors are gone.
+        _put_back(trainer.model, start)
+        _free(trainer)
+        if error is not None:
+            raise TrainingError(error)
+        note = f"Out of memory with batch size {size}; retrying with {size // 2}."
+        trainer.notes.append(note)
+        trainer.config = dataclasses.replace(trainer.config, batch_size=size // 2)
+        session.config = trainer.config
+        session.message = note

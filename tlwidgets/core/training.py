@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from tlwidgets.core import features
-from tlwidgets.core.callbacks import BATCH_COLUMNS, EPOCH_COLUMNS, Callback, History, LambdaCallback
+from tlwidgets.core.callbacks import BATCH_COLUMNS, EPOCH_COLUMNS, BufferGuard, Callback, History, LambdaCallback
 from tlwidgets.core.device import autocast_dtype, best_device
 from tlwidgets.core.errors import DataError, TrainingError
 from tlwidgets.core.evaluation import logits_of
@@ -127,7 +127,8 @@ class Trainer:
         device: where to train; ``None`` picks :func:`~tlwidgets.core.device.best_device`.
         lr_factors: ``{layer name prefix: factor}`` (see :func:`tlwidgets.core.layers.param_groups`);
             ``None`` trains every unfrozen layer at ``config.lr``.
-        callbacks: observers, called in order.
+        callbacks: observers, called in order (after a :class:`~tlwidgets.core.callbacks.BufferGuard`
+            that puts back the BatchNorm statistics of the last completed step when a step fails).
         feature_cache: keeps cached features between fits (default: a new one per trainer).
         head_path: qualified name of the classifier head; ``None`` looks it up.
     """
@@ -150,7 +151,9 @@ class Trainer:
         self.config = config
         self.device = torch.device(device) if device is not None else best_device()
         self.lr_factors = None if lr_factors is None else dict(lr_factors)
-        self.callbacks = list(callbacks)
+        # The guard comes first: its snapshot of the BatchNorm statistics is taken before any
+        # other callback can fail after a step, and put back first when one does.
+        self.callbacks = [BufferGuard(), *callbacks]
         self.feature_cache = feature_cache if feature_cache is not None else features.FeatureCache()
         self.head_path = head_path
         self.history = History(config=asdict(config))
