@@ -251,3 +251,27 @@ def test_non_finite_metrics_are_strict_json_and_come_back_as_floats(trained: tup
     assert back.epochs[0]["val_loss"] == math.inf and back.epochs[-1]["val_loss"] == -math.inf
     assert back.batches[1:] == history.batches[1:]
     assert [e["val_acc"] for e in back.epochs] == [e["val_acc"] for e in history.epochs]
+
+
+def test_runs_survive_save_and_load_and_the_next_fit_continues_the_last(
+    trained: tuple[Session, Path], tmp_path: Path
+) -> None:
+    s, _ = trained
+    assert [r.id for r in s.runs] == [1, 2] and s.runs[1].continues == 1
+    path = s.save(tmp_path / "with-runs")
+    meta = json.loads((path / "tlwidgets.json").read_text())
+    assert [r["id"] for r in meta["runs"]] == [1, 2]
+
+    loaded = Session.load(path, device="cpu")
+    for before, after in zip(s.runs, loaded.runs, strict=True):
+        assert (after.id, after.model, after.pretrained, after.frozen, after.trained, after.continues) == (
+            before.id, before.model, before.pretrained, before.frozen, before.trained, before.continues)
+        assert after.options == before.options and after.head == before.head
+        assert after.history.epochs == before.history.epochs and after.history.batches == before.history.batches
+        assert after.wall_time_s == pytest.approx(before.wall_time_s)
+        assert after.started.replace(microsecond=0) == before.started.replace(microsecond=0)
+    assert list(loaded.runs_frame()["label"]) == list(s.runs_frame()["label"])
+
+    loaded.fit(epochs=1, batch_size=8)
+    third = loaded.runs[-1]
+    assert third.id == 3 and third.continues == 2 and third.first_epoch == 2

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from . import catalog, data as data_mod, heads, layers, training
 from .bundle import META_FILE, number_from_json
 from .errors import DataError, ModelError
+from .runs import run_from_dict
 
 if TYPE_CHECKING:
     from .session import Session
@@ -60,6 +61,11 @@ def restore(
     session.config = config
     session.augment = augment
     session.history = _history_from(meta.get("history"))
+    session.recorder.restore(
+        [run_from_dict({**_record(r), "extra": _record(r.get("extra") or {})}, _history_from(r.get("history")))
+         for r in meta.get("runs") or []],
+        model,
+    )
     session.model_version += 1
     note = ""
     if data is not False and split is not None:

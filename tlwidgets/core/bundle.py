@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from . import data as data_mod
 from .errors import ModelError
+from .runs import run_to_dict
 
 if TYPE_CHECKING:
     from .session import Session
@@ -143,6 +144,7 @@ def session_metadata(session: Session) -> dict[str, Any]:
             "stopped": bool(history.stopped), "config": history.config,
         },
         "data": data_section(session.data),
+        "runs": [run_to_dict(run) for run in getattr(session, "runs", ())],
     }
 
 

@@ -123,6 +123,37 @@ class Run:
         return row
 
 
+def run_to_dict(run: Run) -> dict[str, Any]:
+    """``run`` as plain data for a bundle's JSON (the history as batches and epochs)."""
+    values = dataclasses.asdict(dataclasses.replace(run, history=None))
+    history = run.history
+    values["history"] = None if history is None else {
+        "batches": list(history.batches), "epochs": list(history.epochs),
+        "stopped": bool(history.stopped), "config": dict(history.config),
+    }
+    values["frozen"] = list(run.frozen)
+    values["started"] = run.started.isoformat(timespec="seconds")
+    return values
+
+
+def run_from_dict(values: dict[str, Any], history: Any) -> Run:
+    """The :class:`Run` that :func:`run_to_dict` wrote; ``history`` is its rebuilt History.
+
+    Unknown keys (from a newer tlwidgets) are ignored; a missing or unreadable start time
+    becomes the epoch start of the Unix clock rather than failing the whole bundle.
+    """
+    names = {f.name for f in dataclasses.fields(Run)}
+    known = {k: v for k, v in values.items() if k in names}
+    known["frozen"] = tuple(known.get("frozen") or ())
+    known["history"] = history
+    try:
+        known["started"] = datetime.fromisoformat(str(known["started"]))
+    except (KeyError, ValueError):
+        known["started"] = datetime.fromtimestamp(0)
+    known["wall_time_s"] = float(known.get("wall_time_s", math.nan))
+    return Run(**known)
+
+
 def _trained_words(model: Any, head_path: str | None, trainable: int, total: int) -> str:
     if trainable >= total:
         return "all layers"
@@ -147,6 +178,18 @@ class RunRecorder:
         self._last: dict[int, tuple[int, int]] = {}  # id(source) -> (run id, id(model)) of its last run
         self._handlers: dict[int, tuple[_Handler, _Handler, _Handler]] = {}
         self.attach(session)
+
+    def restore(self, runs: Iterable[Run], model: Any = None) -> None:
+        """Put back the runs of a saved session; ``model`` is the one its last own run trained.
+
+        A next fit of ``model`` then continues that run (``continues``), as it would have
+        before saving.
+        """
+        runs = tuple(runs)
+        self.session.runs = runs
+        own = [r for r in runs if not r.tag]
+        if own and model is not None:
+            self._last[id(self.session)] = (own[-1].id, id(model))
 
     # ------------------------------------------------------------------ wiring
     def attach(self, source: Session, tag: str = "") -> None:
