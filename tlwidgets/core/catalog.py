@@ -223,8 +223,12 @@ def list_models(family: str | None = None) -> pd.DataFrame:
     return frame.astype({**{c: "float64" for c in floats}, "input_size": "int64"}).reset_index(drop=True)
 
 
-def _builder_kwargs(name: str, pretrained: bool) -> dict[str, object]:
-    """Constructor arguments torchvision's builders set when given the DEFAULT weights."""
+def builder_kwargs(name: str, pretrained: bool) -> dict[str, object]:
+    """Constructor arguments torchvision's builders set when given the DEFAULT weights.
+
+    The same arguments build the network without weights, so pretrained weights loaded later
+    fit it (the generated training script builds its network with them too).
+    """
     meta = tvm.get_model_weights(name).DEFAULT.meta
     if name in ("googlenet", "inception_v3"):
         # Aux heads off so the model returns a plain tensor; inputs use ImageNet normalisation.
@@ -252,7 +256,7 @@ def _build_builtin(spec: ModelSpec, pretrained: bool, progress: _weights.Progres
 
         model = timm.create_model(spec.arch, pretrained=False)
     else:
-        model = tvm.get_model(spec.arch, weights=None, **_builder_kwargs(spec.arch, pretrained))
+        model = tvm.get_model(spec.arch, weights=None, **builder_kwargs(spec.arch, pretrained))
     if pretrained:
         state = _weights.load_state_dict(spec, progress)
         if spec.arch in ("googlenet", "inception_v3"):
@@ -290,6 +294,13 @@ def build_model(
     state, _, _ = _read_checkpoint(Path(str(spec.weights_path)))
     _fit_head(model, state, str(spec.weights_path))
     return model.eval()
+
+
+def checkpoint_hidden(name: str) -> int | None:
+    """Width of the hidden layer in the head of registered checkpoint ``name`` (None: no hidden layer)."""
+    if name not in _CHECKPOINTS:
+        raise ModelError(f"{name!r} is not a registered checkpoint; see register_checkpoint().")
+    return _CHECKPOINTS[name][1]
 
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, Tensor], str | None, tuple[str, ...]]:

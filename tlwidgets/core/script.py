@@ -78,13 +78,13 @@ def _builder(spec: catalog.ModelSpec) -> dict[str, Any]:
     if base.source == "packaged":
         return {"library": "timm", "arch": base.arch, "kwargs": {}}
     pretrained = spec.source != "checkpoint"
-    return {"library": "torchvision", "arch": base.arch, "kwargs": catalog._builder_kwargs(base.arch, pretrained)}
+    return {"library": "torchvision", "arch": base.arch, "kwargs": catalog.builder_kwargs(base.arch, pretrained)}
 
 
 def _replaces_head(session: Any) -> bool:
     """False only when the session still uses the model's own classifier."""
     spec, head = session.spec, session.head
-    hidden = catalog._CHECKPOINTS.get(spec.name, (None, None))[1] if spec.source == "checkpoint" else None
+    hidden = catalog.checkpoint_hidden(spec.name) if spec.source == "checkpoint" else None
     same_shape = (head.num_classes, head.hidden, head.dropout) == (spec.num_classes, hidden, 0.0)
     return not (same_shape and tuple(session.classes) == tuple(spec.class_names))
 
