@@ -57,13 +57,23 @@ def accuracy_html(result: Any) -> str:
     )
 
 
+_PER_CLASS_CSS = (
+    "<style>.tlw-per-class table.tlw-table{border-collapse:collapse}"
+    ".tlw-per-class table.tlw-table th,.tlw-per-class table.tlw-table td{padding:1px 10px;text-align:right}"
+    ".tlw-per-class table.tlw-table td:first-child,.tlw-per-class table.tlw-table th:first-child{text-align:left}"
+    "</style>"
+)
+
+
 def per_class_html(per_class: pd.DataFrame) -> str:
     """The per-class metrics as an HTML table (an HTML table renders far faster than widgets)."""
     table = per_class.copy()
     for col in ("precision", "recall", "f1"):
         if col in table.columns:
             table[col] = table[col].map(lambda v: f"{v:.1%}" if pd.notna(v) else "")
-    return table.to_html(classes="tlw-table", border=0, escape=True)
+    # The class names as the first column, so the header is one row; numbers right-aligned.
+    table = table.rename_axis("class").reset_index()
+    return _PER_CLASS_CSS + table.to_html(classes="tlw-table", border=0, escape=True, index=False, justify="right")
 
 
 def mistakes_html(predictions: pd.DataFrame, classes: Sequence[str], limit: int = _MAX_MISTAKES) -> str:
