@@ -56,6 +56,8 @@ def test_compare_three_models_fills_the_scatter_and_the_runs(image_folder: Path)
     view.pretrained.value = False
     view.epochs.value = 1
     view.fit_options = dict(FAST)
+    # Before any result the axes show 0.1-1000 ms and 0-100 %, not Plotly's empty default.
+    assert tuple(view.fig.layout.xaxis.range) == (-1, 3) and tuple(view.fig.layout.yaxis.range) == (0, 100)
     view.compare_button.click()
     assert view.compare_button.disabled  # running
     assert view.wait(120) and view.last_error == ""
@@ -66,6 +68,7 @@ def test_compare_three_models_fills_the_scatter_and_the_runs(image_folder: Path)
     assert len(trace.x) == len(trace.y) == 3 and sorted(trace.customdata) == sorted(SMALL)
     assert np.allclose(np.sort(trace.y), np.sort(frame["val_acc"].to_numpy() * 100))
     assert len(trace.marker.size) == 3 and "squeezenet1_1" in view.table.value
+    assert view.fig.layout.xaxis.autorange is True  # the x axis now fits the measured times
     assert not view.compare_button.disabled and view.stop_button.disabled
     assert [r.tag for r in s.runs] == ["compare"] * 3
     assert s.spec.name == "mobilenet_v3_small" and s.head.num_classes == 1000  # the user's model stays

@@ -86,7 +86,7 @@ class CompareView(Panel):
         self.keep_best = widgets.Checkbox(value=False, description="Keep the best", indent=False,
                                           tooltip="Afterwards, make the most accurate model (trained) the session's")
         self.compare_button = widgets.Button(description="Compare on my data", icon="balance-scale",
-                                             button_style="info")
+                                             button_style="info", layout=widgets.Layout(width="auto"))
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True,
                                           tooltip="Stop within one batch; models not started are skipped")
         self.progress = widgets.IntProgress(min=0, max=1, value=0, layout=widgets.Layout(width="200px"))
@@ -117,8 +117,9 @@ class CompareView(Panel):
         layout = go.Layout(
             height=440, width=440, margin={"l": 60, "r": 20, "t": 40, "b": 50}, showlegend=False,
             title={"text": _EMPTY_TITLE, "font": {"size": 14}}, hovermode="closest", template="plotly_white",
-            xaxis={"type": "log", "title": {"text": "Prediction time (ms/image, log)"}},
-            yaxis={"title": {"text": "Validation accuracy on your data (%)"}},
+            # Before any result: 0.1-1000 ms and 0-100 %, not Plotly's empty-axes default.
+            xaxis={"type": "log", "range": [-1, 3], "title": {"text": "Prediction time (ms/image, log)"}},
+            yaxis={"range": [0, 100], "title": {"text": "Validation accuracy on your data (%)"}},
         )
         return go.FigureWidget(data=[points], layout=layout)
 
@@ -147,6 +148,9 @@ class CompareView(Panel):
                 t.hovertext = hover
                 t.marker.size = size_px(done["size_mb"].to_numpy(float)) if len(done) else []
                 self.fig.layout.title.text = "Accuracy on your data" if len(done) else _EMPTY_TITLE
+                self.fig.layout.xaxis.autorange = True if len(done) else None
+                if not len(done):
+                    self.fig.layout.xaxis.range = [-1, 3]
                 self.fig.layout.xaxis.title.text = f"Prediction time on {describe(self.session.device)} (ms/image, log)"
             self.table.value = self._table_html(frame)
 
