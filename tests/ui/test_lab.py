@@ -135,8 +135,10 @@ def test_freezing_the_backbone_in_the_layer_table(page: Any, screenshot_dir: Pat
 def test_replacing_the_head_for_the_data_classes(page: Any, screenshot_dir: Path) -> None:
     select_tab(page, "3. Head")
     current = f"{HEAD} .tlw-head-current"
-    assert "Linear(1280 → 1000)" in text(page, current)
-    assert page.locator(f"{HEAD} .tlw-num-classes input").input_value() == "10"
+    # The tab's content is drawn after the click: wait for it rather than read it at once.
+    wait_for_text(page, current, r"Linear\(1280 → 1000\)", timeout=30)
+    classes = page.locator(f"{HEAD} .tlw-num-classes input")
+    wait_until(lambda: classes.input_value() == "10", timeout=30)
     page.locator(f"{HEAD} .tlw-replace-head").click()
     shown = wait_for_text(page, current, r"Linear\(1280 → 10\)")
     assert "predicts: 0, 1, 2" in shown
