@@ -33,16 +33,8 @@ import platform
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-
-import torch
-import torch.distributed as dist
-import torchvision
-from PIL import Image, ImageOps
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
-from torchvision import transforms as T
 
 # <settings>
 MODEL = {"name": "resnet18", "source": "torchvision", "arch": "resnet18", "pretrained": True, "checkpoint": None,
@@ -64,6 +56,125 @@ GENERATED_BY = "tlwidgets"
 # </settings>
 
 BUNDLE_FORMAT, BUNDLE_VERSION = "tlwidgets-bundle", 1
+
+
+# ----------------------------------------------------------------------------- the command line
+# Checked before torch loads: a mistyped option fails at once with a one-line message.
+def whole_number(minimum: int) -> Callable[[str], int]:
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number of at least {minimum}, got {text}")
+        return value
+
+    return check
+
+
+def learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number such as 0.001, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value < 1.0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be a fraction from 0 up to, but not including, 1, got {text}")
+    return value
+
+
+def existing_folder(text: str) -> str:
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such folder: {text}")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"is a file, not a folder: {text}")
+    return str(path)
+
+
+def folder_to_write(text: str) -> str:
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"is a file, not a folder: {text}")
+    for parent in path.absolute().parents:  # the nearest one that exists must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"cannot create {text}: {parent} is a file, not a folder")
+            break
+    return str(path)
+
+
+def bundle_folder(text: str) -> str:
+    """A bundle this script can continue: tlwidgets.json and model.safetensors, the same classes and network."""
+    path = Path(existing_folder(text))
+    meta_file = path / "tlwidgets.json"
+    if not meta_file.is_file():
+        raise argparse.ArgumentTypeError(f"not a tlwidgets bundle (no tlwidgets.json in it): {text}")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+        raise argparse.ArgumentTypeError(f"not a tlwidgets bundle (unreadable tlwidgets.json): {text}")
+    if not (path / "model.safetensors").is_file():
+        raise argparse.ArgumentTypeError(f"bundle without weights (no model.safetensors in it): {text}")
+    if meta.get("classes") != CLASSES:
+        raise argparse.ArgumentTypeError(f"bundle for classes {meta.get('classes')}, this script trains {CLASSES}: {text}")
+    arch = (meta.get("model") or {}).get("arch")
+    if arch != MODEL["arch"]:
+        raise argparse.ArgumentTypeError(f"bundle of a {arch} network, this script trains {MODEL['arch']}: {text}")
+    return str(path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    here = Path(__file__).resolve().parent
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=existing_folder, help=f"image folder root (default: {DATA['root']})")
+    parser.add_argument("--split", default=str(here / SPLIT_FILE), help="JSON with the training and validation files")
+    parser.add_argument("--resplit", type=fraction, metavar="FRACTION",
+                        help="ignore --split: use every image under --data, holding out FRACTION of each class")
+    parser.add_argument("--out", type=folder_to_write, default=str(here / (Path(__file__).stem + "_bundle")),
+                        help="bundle folder to write")
+    parser.add_argument("--epochs", type=whole_number(1))
+    parser.add_argument("--batch-size", type=whole_number(1), help="global batch size, split over the processes")
+    parser.add_argument("--lr", type=learning_rate)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--workers", type=whole_number(0), help="data-loading worker processes per training process")
+    parser.add_argument("--max-batches", type=whole_number(1), help="cap the batches per epoch (quick trials)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    parser.add_argument("--init-from", type=bundle_folder, metavar="BUNDLE",
+                        help="start from a tlwidgets bundle's weights (Session.save)")
+    parser.add_argument("--metrics-dir", type=folder_to_write,
+                        help="each process writes rank<N>.json with its final metrics here")
+    args = parser.parse_args(argv)
+    if args.resplit is None and not Path(args.split).is_file():
+        parser.error(f"argument --split: no such file: {args.split} (pass --split FILE, or --resplit 0.2 to split "
+                     "--data anew)")
+    return args
+
+
+if __name__ == "__main__":
+    ARGS = parse_args()
+
+# torch loads only now, once the command line is known to be good
+import torch
+import torch.distributed as dist
+import torchvision
+from PIL import Image, ImageOps
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torchvision import transforms as T
 
 
 # ----------------------------------------------------------------------------- the model
@@ -566,24 +677,8 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    here = Path(__file__).resolve().parent
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help=f"image folder root (default: {DATA['root']})")
-    parser.add_argument("--split", default=str(here / SPLIT_FILE), help="JSON with the training and validation files")
-    parser.add_argument("--resplit", type=float, metavar="FRACTION",
-                        help="ignore --split: use every image under --data, holding out FRACTION of each class")
-    parser.add_argument("--out", default=str(here / (Path(__file__).stem + "_bundle")), help="bundle folder to write")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="global batch size, split over the processes")
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
-    parser.add_argument("--workers", type=int, help="data-loading worker processes per training process")
-    parser.add_argument("--max-batches", type=int, help="cap the batches per epoch (quick trials)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
-    parser.add_argument("--init-from", metavar="BUNDLE", help="start from a tlwidgets bundle's weights (Session.save)")
-    parser.add_argument("--metrics-dir", help="each process writes rank<N>.json with its final metrics here")
-    return train(parser.parse_args(argv))
+    return train(parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    train(ARGS)

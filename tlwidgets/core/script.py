@@ -7,6 +7,9 @@ augmentation, frozen layers, LR factors and training options as plain Python lit
 training and validation files go to a JSON file beside it, so the split is exactly the
 notebook's. It runs as ``python train.py`` or under ``torchrun`` with
 DistributedDataParallel, and process 0 writes a bundle that :meth:`Session.load` opens.
+Its command line is checked before torch loads: a wrong value (a missing folder, ``--epochs 0``,
+``--lr nan``, a folder that is not a bundle) ends at once with argparse's usage and a
+one-line error, exit status 2.
 """
 
 from __future__ import annotations
