@@ -4,16 +4,23 @@ Nothing here ever overwrites a file: new pictures get a free name (``cat.jpg``,
 ``cat_1.jpg``, ...) created with ``O_EXCL``, so two writers cannot pick the same one;
 renaming a class onto an existing one is refused, and so is removing a class that still
 holds pictures unless the caller confirms it.
+
+Nothing here ever reaches outside the folder either: every class name goes through
+:func:`check_class_name` (one folder name, and for an existing class one of the real
+sub-folders), uploaded file names are cut down to a plain base name, links are never
+followed, and removing a class deletes only its pictures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
-import shutil
+import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
+from typing import NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
@@ -22,31 +29,99 @@ from ..core.images import IMAGE_EXTENSIONS, is_hidden
 
 _FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif"}
 _UNSAFE = re.compile(r"[^\w.\- ]+")
-_MAX_NAME = 100
+_MAX_NAME = 100  # characters: a class name is a label people read
+_MAX_NAME_BYTES = 255  # what most file systems allow for one name
+_MAX_STEM_BYTES = 200  # room left for a "_123" suffix and the extension
+_WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                               *(f"LPT{i}" for i in range(1, 10))})  # fmt: skip
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FD = {os.open, os.unlink, os.rmdir} <= os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
 
 
-def check_class_name(name: str) -> str:
-    """The class name, stripped; :class:`DataError` when it cannot be a folder name."""
-    clean = str(name).strip()
-    if not clean:
-        raise DataError("Type a class name first (e.g. 'cat').")
-    if clean in (".", "..") or "/" in clean or "\\" in clean or os.sep in clean:
-        raise DataError(f"Class name {clean!r} cannot contain '/' or '\\' or be '.' or '..': use letters and digits.")
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _class_folders(root: Path) -> list[str]:
+    """Names of the real (not linked), visible sub-folders of ``root``."""
+    with os.scandir(root) as entries:
+        return [e.name for e in entries if e.is_dir(follow_symlinks=False) and not is_hidden(e.name)]
+
+
+def check_class_name(name: object, root: Path | None = None, *, existing: bool = False) -> str:
+    """The one check every class name goes through; returns the name to use.
+
+    A class name is one folder name: not empty, not ``.`` or ``..``, without ``/``, ``\\``,
+    a drive or control characters, not hidden (a leading dot), at most 100 characters and
+    255 bytes. A new name is stripped of surrounding spaces first. With ``existing=True``
+    the name must also be, exactly, one of the class folders of ``root`` now: a real
+    sub-folder, not a link, that resolves to a folder directly inside ``root``.
+
+    Args:
+        name: the class name as given.
+        root: the collector's folder (named in messages; required with ``existing``).
+        existing: the name must be a class of ``root``.
+
+    Raises:
+        DataError: naming the value and what to do instead.
+    """
+    where = root.name if root is not None else "the folder"
+    if not isinstance(name, str):
+        raise DataError(f"Class name {name!r} is not text: give the class as a folder name, e.g. 'cat'.")
+    clean = name if existing else name.strip()
+    if not clean.strip():
+        raise DataError("Type or select a class name first (e.g. 'cat').")
+    if (clean in (".", "..") or "/" in clean or "\\" in clean or os.sep in clean or (os.altsep or "/") in clean
+            or os.path.isabs(clean) or PureWindowsPath(clean).anchor):  # fmt: skip
+        raise DataError(f"Class name {clean!r} is not allowed: a class is one folder name inside {where}, "
+                        "without '/' or '..'. Choose another name.")  # fmt: skip
     if is_hidden(clean):
-        raise DataError(f"Class name {clean!r} would be a hidden folder that is skipped when loading: "
-                        "do not start it with a dot.")  # fmt: skip
-    if len(clean) > _MAX_NAME or any(ord(c) < 32 for c in clean):
-        raise DataError(f"Class name {clean[:40]!r}... is too long or has control characters: keep it short.")
+        raise DataError(f"Class name {clean!r} is not allowed: it is a hidden folder (or one tools leave behind), "
+                        "which loading skips. Choose another name, not starting with a dot.")  # fmt: skip
+    if any(ord(c) < 32 or ord(c) == 127 for c in clean):
+        raise DataError(f"Class name {clean!r} is not allowed: it has control characters. Choose another name.")
+    try:
+        size = len(os.fsencode(clean))
+    except UnicodeError:
+        raise DataError(f"Class name {clean!r} cannot be a folder name on this computer. "
+                        "Choose another name.") from None  # fmt: skip
+    if len(clean) > _MAX_NAME or size > _MAX_NAME_BYTES:
+        raise DataError(f"Class name {clean[:40]!r}... is too long ({len(clean)} characters, {size} bytes; at most "
+                        f"{_MAX_NAME} characters and {_MAX_NAME_BYTES} bytes). Choose another name.")  # fmt: skip
+    if existing:
+        if root is None:
+            raise TypeError("check_class_name(existing=True) needs the root folder")
+        names = _class_folders(root)
+        if clean not in names:
+            if os.path.islink(root / clean):
+                raise DataError(f"{clean!r} in {where} is a link to another place, not a class folder: the "
+                                "collector changes only real sub-folders. Make it a real folder there.")  # fmt: skip
+            choices = ", ".join(sorted(names)) or "none yet"
+            raise DataError(f"There is no class {clean!r} in {where} (classes: {choices}): "
+                            "choose one of them, or add the class first.")  # fmt: skip
+        if (root / clean).resolve().parent != root:
+            raise DataError(f"{clean!r} in {where} leads outside the folder: the collector leaves it alone.")
     return clean
 
 
 def safe_file_name(name: str, fallback_ext: str = ".jpg") -> str:
-    """A plain, visible file name from an uploaded name: no folders, no leading dots, odd characters as ``_``."""
-    base = os.path.basename(str(name).replace("\\", "/"))
+    """A plain, visible file name from an uploaded name: no folders, no leading dots, odd characters as ``_``.
+
+    The result is one name of at most 255 bytes, never hidden, never empty (``image``
+    stands in), with a picture extension (``fallback_ext`` when the name has none).
+    """
+    base = str(name).replace("\\", "/").replace("\x00", "_").rstrip("/").rsplit("/", 1)[-1]
     stem, ext = os.path.splitext(base)
-    stem = _UNSAFE.sub("_", stem).strip(" ._") or "image"
+    stem = _UNSAFE.sub("_", stem).strip(" ._")[:80]
+    while _utf8_len(stem) > _MAX_STEM_BYTES:
+        stem = stem[:-1]
+    stem = stem.rstrip(" ._") or "image"
+    if stem.split(".")[0].upper() in _WINDOWS_RESERVED:
+        stem += "_"
+    if not re.fullmatch(r"\.[a-z0-9]{1,8}", fallback_ext or ""):
+        fallback_ext = ".jpg"
     ext = ext.lower() if ext.lower() in IMAGE_EXTENSIONS else fallback_ext
-    return f"{stem[:80]}{ext}"
+    return f"{stem}{ext}"
 
 
 def image_extension(data: bytes, name: str = "") -> str:
@@ -69,31 +144,89 @@ def image_extension(data: bytes, name: str = "") -> str:
     return _FORMAT_EXTENSIONS.get(fmt, ".png")
 
 
+@contextlib.contextmanager
+def _opened_folder(folder: Path) -> Iterator[int | None]:
+    """A descriptor of ``folder`` opened without following a link (``None`` where the OS has no ``dir_fd``).
+
+    Files are then created and deleted relative to it, so swapping the folder for a link
+    after it was checked cannot redirect them.
+    """
+    if not _DIR_FD:
+        yield None
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW)
+    except OSError as exc:
+        raise DataError(f"Cannot open the folder {folder} ({exc.strerror}): it may have been moved; "
+                        "press Open folder again.") from exc  # fmt: skip
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _check_file_name(file_name: str) -> None:
+    if (not file_name or file_name in (".", "..") or is_hidden(file_name) or os.path.basename(file_name) != file_name
+            or any(c in file_name for c in "/\\\x00")):  # fmt: skip
+        raise DataError(f"File name {file_name!r} is not one plain file name: nothing written.")
+
+
 def write_new_file(folder: Path, file_name: str, data: bytes) -> Path:
     """Write ``data`` to ``folder/file_name``, or to ``stem_1.ext``, ``stem_2.ext``... if taken.
 
-    The file is created exclusively, so an existing file is never replaced, even by a
-    writer racing this one.
+    The file is created exclusively, so an existing file (or link) is never replaced or
+    followed, even by a writer racing this one. ``file_name`` must be one plain name.
     """
+    _check_file_name(file_name)
     stem, ext = os.path.splitext(file_name)
-    for i in range(100_000):
-        path = folder / (file_name if i == 0 else f"{stem}_{i}{ext}")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
-        except FileExistsError:
-            continue
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return path
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW | getattr(os, "O_BINARY", 0)
+    with _opened_folder(folder) as dir_fd:
+        for i in range(100_000):
+            name = file_name if i == 0 else f"{stem}_{i}{ext}"
+            try:
+                if dir_fd is None:
+                    fd = os.open(folder / name, flags, 0o644)
+                else:
+                    fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
+            except FileExistsError:
+                continue
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+            except BaseException:
+                _unlink(folder, name, dir_fd)
+                raise
+            return folder / name
     raise DataError(f"No free file name left for {file_name} in {folder}: tidy that folder up.")
+
+
+def _unlink(folder: Path, name: str, dir_fd: int | None) -> None:
+    """Delete the file (or the link itself, never its target) ``name`` of ``folder``."""
+    with contextlib.suppress(FileNotFoundError):
+        if dir_fd is None:
+            os.unlink(folder / name)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
+
+
+def _is_picture(entry: os.DirEntry[str]) -> bool:
+    return (entry.is_file(follow_symlinks=False) and not is_hidden(entry.name)
+            and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)  # fmt: skip
+
+
+class Removal(NamedTuple):
+    """What removing a class did: pictures deleted, and the other entries left in its folder."""
+
+    deleted: int
+    kept: tuple[str, ...]  # names, folders with a trailing "/"
 
 
 class ImageFolderStore:
     """A folder with one sub-folder per class, changed only in ways that lose nothing by accident.
+
+    Every method that takes a class name passes it through :func:`check_class_name`;
+    links (to folders or files) are never followed, so nothing outside ``root`` is read,
+    written, moved or deleted.
 
     Args:
         root: the folder; created (with its parents) when missing.
@@ -109,114 +242,160 @@ class ImageFolderStore:
             raise DataError(f"Cannot create the folder {path} ({exc.strerror}): choose another place.") from exc
         self.root = path
 
+    # ------------------------------------------------------------------ names
+    def check_class(self, name: object) -> str:
+        """``name`` when it is one of this folder's classes now; :class:`DataError` otherwise."""
+        return check_class_name(name, self.root, existing=True)
+
+    def check_new_class(self, name: object) -> str:
+        """``name`` (stripped) when it can become a class folder here; :class:`DataError` otherwise."""
+        return check_class_name(name, self.root)
+
     # ------------------------------------------------------------------ reading
     def classes(self) -> list[str]:
-        """Class folder names, sorted as ImageFolder and ``Session.load_data`` sort them."""
-        return sorted(e.name for e in self.root.iterdir() if e.is_dir() and not is_hidden(e.name))
+        """Class folder names, sorted as ImageFolder and ``Session.load_data`` sort them.
+
+        Only real sub-folders count: a link to a folder elsewhere is no class here.
+        """
+        return sorted(_class_folders(self.root))
+
+    def linked_folders(self) -> list[str]:
+        """Visible links in the root that point to folders (not classes of the collector)."""
+        with os.scandir(self.root) as entries:
+            return sorted(e.name for e in entries if e.is_symlink() and e.is_dir() and not is_hidden(e.name))
 
     def images(self, name: str) -> list[Path]:
-        """Picture files of class ``name`` (by extension, hidden files excluded), sorted by name."""
+        """Picture files of class ``name`` (by extension; hidden files and links excluded), sorted by name."""
+        return self._pictures(self.check_class(name))
+
+    def _pictures(self, name: str) -> list[Path]:
         folder = self.root / name
-        if not folder.is_dir():
-            return []
-        return sorted(
-            (e for e in folder.iterdir() if e.is_file() and not is_hidden(e.name)
-             and e.suffix.lower() in IMAGE_EXTENSIONS),
-            key=lambda p: p.name,
-        )  # fmt: skip
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if _is_picture(e))
+        return [folder / n for n in names]
 
     def all_images(self) -> dict[str, list[Path]]:
         """``{class: [picture paths]}`` for every class folder."""
-        return {name: self.images(name) for name in self.classes()}
+        return {name: self._pictures(name) for name in self.classes()}
 
     def stray_images(self) -> list[Path]:
         """Pictures lying directly in the root, outside every class folder (loading ignores them)."""
-        return sorted(e for e in self.root.iterdir() if e.is_file() and e.suffix.lower() in IMAGE_EXTENSIONS)
+        with os.scandir(self.root) as entries:
+            return sorted(self.root / e.name for e in entries if _is_picture(e))
 
     def _existing(self, name: str) -> str | None:
         """The existing class whose name equals ``name`` ignoring case (macOS and Windows do)."""
         low = name.casefold()
         return next((c for c in self.classes() if c.casefold() == low), None)
 
-    def _require_class(self, name: str) -> Path:
-        folder = self.root / name
-        if not name or not folder.is_dir():
-            raise DataError(f"There is no class {name!r} in {self.root}: add it first.")
-        return folder
+    def _refuse_taken(self, name: str) -> None:
+        existing = self._existing(name)
+        if existing is not None:
+            raise DataError(f"There is already a class {existing!r} in {self.root.name}: choose another name.")
+        if os.path.lexists(self.root / name):
+            raise DataError(f"There is already a file, link or hidden folder named {name!r} in {self.root.name}: "
+                            "choose another name.")  # fmt: skip
 
     # ------------------------------------------------------------------ classes
     def add_class(self, name: str) -> Path:
-        """Create the folder of a new class; an existing name is refused."""
-        name = check_class_name(name)
-        existing = self._existing(name)
-        if existing is not None:
-            raise DataError(f"There is already a class {existing!r}: choose another name.")
+        """Create the folder of a new class; an existing name (of anything) is refused."""
+        name = self.check_new_class(name)
+        self._refuse_taken(name)
         folder = self.root / name
-        folder.mkdir()
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            raise DataError(f"There is already something named {name!r} in {self.root.name}: "
+                            "choose another name.") from None  # fmt: skip
         return folder
 
     def rename_class(self, old: str, new: str) -> Path:
-        """Rename class ``old`` to ``new``; refused when another class has that name."""
-        folder = self._require_class(old)
-        new = check_class_name(new)
+        """Rename class ``old`` to ``new``; refused when anything already has that name."""
+        old = self.check_class(old)
+        new = self.check_new_class(new)
+        folder = self.root / old
         if new == old:
             return folder
+        target = self.root / new
         existing = self._existing(new)
         if existing is not None and existing != old:
             raise DataError(f"Cannot rename {old!r} to {new!r}: there is already a class {existing!r}. "
                             "Choose another name, or remove that class first.")  # fmt: skip
-        target = self.root / new
         if existing == old:  # only the case changes: go through a free temporary name
-            temp = self.root / f".rename-{os.getpid()}-{old}"
+            temp = self.root / f".rename-{os.getpid()}-{time.monotonic_ns()}"
             folder.rename(temp)
             temp.rename(target)
-        else:
-            folder.rename(target)
+            return target
+        if os.path.lexists(target):
+            raise DataError(f"Cannot rename {old!r} to {new!r}: there is already a file, link or hidden folder "
+                            f"named {new!r} in {self.root.name}. Choose another name.")  # fmt: skip
+        folder.rename(target)
         return target
 
-    def remove_class(self, name: str, confirm: bool = False) -> int:
-        """Delete class ``name`` and its pictures; returns how many pictures were deleted.
+    def remove_class(self, name: str, confirm: bool = False) -> Removal:
+        """Delete the pictures of class ``name``, then its folder if nothing else is left in it.
 
         Args:
             name: the class.
             confirm: must be ``True`` when the class still holds pictures.
 
-        Files that are not pictures stay, and so does the folder then; an empty class
-        folder is removed.
+        Only the pictures :meth:`images` lists are deleted. Anything else in the folder
+        (other files, hidden files and folders, sub-folders, links) stays, and so does
+        the folder then; :attr:`Removal.kept` names what stayed.
         """
-        folder = self._require_class(name)
-        pictures = self.images(name)
+        name = self.check_class(name)
+        folder = self.root / name
+        pictures = self._pictures(name)
         if pictures and not confirm:
             raise DataError(f"Class {name!r} holds {len(pictures)} pictures: confirm to delete them with the class.")
-        for path in pictures:
-            path.unlink(missing_ok=True)
-        for entry in list(folder.iterdir()):
-            if is_hidden(entry.name):  # .DS_Store, .ipynb_checkpoints: tool clutter, not the user's files
-                if entry.is_dir():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink(missing_ok=True)
-        if not any(folder.iterdir()):
-            folder.rmdir()
-        return len(pictures)
+        with _opened_folder(folder) as dir_fd:
+            for path in pictures:
+                _unlink(folder, path.name, dir_fd)
+            with os.scandir(folder if dir_fd is None else dir_fd) as entries:
+                kept = tuple(sorted(e.name + ("/" if e.is_dir(follow_symlinks=False) else "") for e in entries))
+        if not kept:
+            with contextlib.suppress(OSError):  # something appeared meanwhile: the folder stays
+                os.rmdir(folder)
+        return Removal(len(pictures), kept)
 
     # ------------------------------------------------------------------ pictures
     def add_image(self, name: str, data: bytes, file_name: str = "image.jpg") -> Path:
         """Store a picture in class ``name`` under a free name based on ``file_name``.
 
+        ``file_name`` is cut down to a plain, visible base name (:func:`safe_file_name`).
+
         Raises:
             DataError: the class does not exist, or ``data`` is not a readable picture.
         """
-        folder = self._require_class(name)
-        ext = image_extension(data, file_name)
-        return write_new_file(folder, safe_file_name(file_name, ext), data)
+        name = self.check_class(name)
+        ext = image_extension(data, str(file_name))
+        return write_new_file(self.root / name, safe_file_name(file_name, ext), data)
 
-    def delete_image(self, path: str | os.PathLike[str]) -> None:
-        """Delete one picture of one of this folder's classes."""
-        path = Path(path).resolve()
-        if path.parent.parent != self.root or not path.parent.is_dir():
-            raise DataError(f"{path} is not a picture of a class in {self.root}: nothing deleted.")
-        path.unlink(missing_ok=True)
+    def delete_image(self, path: str | os.PathLike[str]) -> Path:
+        """Delete one picture that :meth:`images` lists for one of this folder's classes; returns its path.
+
+        Raises:
+            DataError: ``path`` is anything else (outside the folder, in no class, hidden,
+                a link, not a picture); nothing is deleted then.
+        """
+        given = Path(os.path.abspath(os.fspath(path)))  # '..' removed by text, links not followed
+        refused = DataError(f"{os.fspath(path)} is not a picture of a class in {self.root}: nothing deleted.")
+        try:
+            parent = given.parent.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise refused from None
+        if parent.parent != self.root:
+            raise refused
+        try:
+            name = self.check_class(parent.name)
+        except DataError:
+            raise refused from None
+        if given.name not in {p.name for p in self._pictures(name)}:
+            raise refused
+        folder = self.root / name
+        with _opened_folder(folder) as dir_fd:
+            _unlink(folder, given.name, dir_fd)
+        return folder / given.name
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.classes())

@@ -4,7 +4,9 @@ Pictures are saved at once as an ImageFolder (one sub-folder per class) in a fol
 user picks, so the data outlives the notebook and loads like any other folder. Nothing
 is ever overwritten (a taken file name gets a ``_1``, ``_2``... suffix), renaming a class
 onto an existing one is refused, and removing a class that still holds pictures needs
-the "also delete its pictures" box ticked.
+the "also delete its pictures" box ticked. Nothing outside the folder is ever touched:
+every class name goes through one check (``_image_folder.check_class_name``), and
+removing a class deletes only the pictures the panel shows.
 
 Once the session's model predicts exactly these classes, *Live preview* classifies the
 webcam's frames (or the last upload) continuously, at most every ``preview_interval``
@@ -179,10 +181,13 @@ class DataCollector(Panel):
         self.store = ImageFolderStore(path)
         self.folder_text.value = os.fspath(self.store.root)
         self.clear_error()
-        self.refresh()
+        self._redraw()
         stray = self.store.stray_images()
+        links = self.store.linked_folders()
         found = f"{len(self.classes)} classes found" if self.classes else "no classes yet: add one"
         note = f"; {_pictures(len(stray))} outside class folders ignored" if stray else ""
+        if links:
+            note += f"; links to other folders not shown: {', '.join(links)}"
         self._say(f"Folder {self.store.root}: {found}{note}.")
         return self.store.root
 
@@ -191,7 +196,7 @@ class DataCollector(Panel):
         """Add a class (an empty sub-folder) and select it for new pictures."""
         folder = self._require_store().add_class(name)
         self.class_name.value = ""
-        self.refresh(select=folder.name)
+        self._redraw(select=folder.name)
         self._say(f"Class {folder.name!r} added: upload pictures or capture them with the webcam.")
         return folder
 
@@ -204,25 +209,39 @@ class DataCollector(Panel):
         for path in [p for p in self.tiles if Path(p).parent.name == old]:
             self.tiles.pop(path).close()  # their paths changed
         self.rename_text.value = ""
-        self.refresh(select=folder.name)
+        self._redraw(select=folder.name)
         self._say(f"Class {old!r} is now {folder.name!r}.")
         return folder
 
     @guarded
     def delete_class(self, name: str | None, confirm: bool = False) -> int:
-        """Remove class ``name``; with pictures in it, only when ``confirm`` is true."""
-        if not name:
+        """Remove class ``name``; with pictures in it, only when ``confirm`` is true.
+
+        Only the pictures the panel shows are deleted; other files and hidden folders in
+        the class folder stay (the message names them), and so does the folder then.
+        Returns how many pictures were deleted.
+        """
+        if name is None or name == "":
             raise DataError("Select the class to remove first.")
         store = self._require_store()
+        name = store.check_class(name)
         count = len(store.images(name))
         if count and not confirm:
             raise DataError(f"Class {name!r} holds {_pictures(count)}: tick 'also delete its pictures' and press "
                             "Remove class again to delete them.")  # fmt: skip
-        store.remove_class(name, confirm=True)
+        removal = store.remove_class(name, confirm=True)
         self.confirm_remove.value = False
-        self.refresh()
-        self._say(f"Class {name!r} removed" + (f" with its {_pictures(count)}." if count else "."))
-        return count
+        self._redraw()
+        if removal.kept:
+            n = len(removal.kept)
+            listed = ", ".join(removal.kept[:10]) + (", ..." if n > 10 else "")
+            self._say(f"Deleted {_pictures(removal.deleted)} of class {name!r}; kept {n} other "
+                      f"{'file' if n == 1 else 'files'} in {name!r}: {listed}. The folder stays (a class without "
+                      "pictures) until you move them away.")  # fmt: skip
+        else:
+            self._say(f"Class {name!r} removed" + (f" with its {_pictures(removal.deleted)}." if removal.deleted
+                                                   else "."))  # fmt: skip
+        return removal.deleted
 
     # ------------------------------------------------------------------ pictures
     def _target_class(self) -> str:
@@ -237,8 +256,8 @@ class DataCollector(Panel):
 
         Files that are not pictures are skipped and named in the error area; the others are kept.
         """
-        target = class_name or self._target_class()
         store = self._require_store()
+        target = store.check_class(class_name if class_name is not None else self._target_class())
         saved: list[Path] = []
         refused: list[str] = []
         for name, data in files:
@@ -246,7 +265,7 @@ class DataCollector(Panel):
                 saved.append(store.add_image(target, bytes(data), str(name)))
             except DataError as exc:
                 refused.append(str(exc))
-        self.refresh()
+        self._redraw()
         if saved:
             self._say(f"Saved {_pictures(len(saved))} in {target!r}.")
         if refused:
@@ -255,10 +274,10 @@ class DataCollector(Panel):
 
     @guarded
     def delete_image(self, path: str | os.PathLike[str]) -> None:
-        """Delete one picture from disk and from the gallery."""
-        self._require_store().delete_image(path)
-        self.refresh()
-        self._say(f"Deleted {Path(path).name}.")
+        """Delete one picture of one class (one the gallery lists) from disk and from the gallery."""
+        deleted = self._require_store().delete_image(path)
+        self._redraw()
+        self._say(f"Deleted {deleted.name} from {deleted.parent.name!r}.")
 
     def _on_upload_value(self, change: dict) -> None:
         entries = list(change["new"] or ())
@@ -278,8 +297,14 @@ class DataCollector(Panel):
         self.add_images([(f"webcam_{time.strftime('%Y%m%d-%H%M%S')}{frame.extension}", frame.data)])
 
     # ------------------------------------------------------------------ drawing
+    @guarded
     def refresh(self, select: str | None = None) -> None:
-        """Re-read the folder from disk and redraw classes and thumbnails."""
+        """Re-read the folder from disk and redraw classes and thumbnails; ``select`` a class when given."""
+        if select is not None:
+            select = self._require_store().check_class(select)
+        self._redraw(select)
+
+    def _redraw(self, select: str | None = None) -> None:
         if self.store is None:
             self.images = {}
         else:
