@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from tests.helpers import colour_task
 from tlwidgets.core import layers
-from tlwidgets.core.errors import TrainingError
+from tlwidgets.core.errors import ConfigError, TrainingError
 from tlwidgets.core.training import Callback, History, LambdaCallback, TrainConfig, Trainer
 
 
@@ -221,16 +221,20 @@ def test_callback_exception_reaches_on_exception_and_propagates() -> None:
         ("optimizer", "rmsprop", r"optimizer='rmsprop' is not one of 'sgd', 'adam', 'adamw'"),
         ("schedule", "linear", r"schedule='linear' is not one of 'onecycle'"),
         ("precision", "fp8", r"precision='fp8'"),
-        ("epochs", 0, r"epochs=0 must be an integer >= 1"),
+        ("epochs", 0, r"epochs=0 must be a whole number from 1 to 100,000"),
+        ("seed", 2**70, r"seed=1180591620717411303424 must be a whole number from 0 to 4,294,967,295"),
+        ("seed", -1, r"seed=-1 must be a whole number from 0"),
+        ("batch_size", 10**9, r"batch_size=1000000000 must be a whole number from 1 to 65,536"),
+        ("weight_decay", 1e30, r"weight_decay=1e\+30 must be a finite number from 0 to 1"),
         ("lr", -1.0, r"lr=-1.0 must be a finite number > 0"),
         ("label_smoothing", 1.0, r"label_smoothing=1.0"),
-        ("max_batches_per_epoch", 0, r"max_batches_per_epoch=0 must be an integer >= 1 \(or None\)"),
+        ("max_batches_per_epoch", 0, r"max_batches_per_epoch=0 must be a whole number from 1 to .* \(or None\)"),
     ],
 )
 def test_config_validate_names_bad_value(field: str, value: object, message: str) -> None:
     TrainConfig().validate()
     config = TrainConfig(**{field: value})
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         config.validate()
     rec = Recorder()
     with pytest.raises(ValueError, match=message):

@@ -12,9 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import math
+
 import pandas as pd
 import torch
 from torch import nn
+
+from .errors import ConfigError, TrainingError
 
 if TYPE_CHECKING:
     from tlwidgets.core.training import Trainer
@@ -56,7 +60,7 @@ class LambdaCallback(Callback):
     def __init__(self, **hooks: Callable[..., Any]) -> None:
         unknown = sorted(set(hooks) - set(_HOOKS))
         if unknown:
-            raise ValueError(f"Unknown callback hook(s) {', '.join(unknown)}; use {', '.join(_HOOKS)}.")
+            raise ConfigError(f"Unknown callback hook(s) {', '.join(unknown)}; use {', '.join(_HOOKS)}.")
         for name, fn in hooks.items():
             setattr(self, name, fn)
 
@@ -122,3 +126,78 @@ class BufferGuard(Callback):
 
     def on_fit_end(self, trainer: Trainer, history: History) -> None:
         self._live, self._saved = [], []
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of what training can change: trainable parameters and every buffer."""
+    out = {f"p:{n}": p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    out.update({f"b:{n}": b.detach().clone() for n, b in model.named_buffers()})
+    return out
+
+
+def put_back(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """Copy a :func:`snapshot` back into ``model`` in place (the optimizer keeps its tensors)."""
+    live = {f"p:{n}": p for n, p in model.named_parameters()}
+    live.update({f"b:{n}": b for n, b in model.named_buffers()})
+    with torch.no_grad():
+        for key, value in saved.items():
+            if key in live:
+                live[key].copy_(value)
+
+
+def _all_finite(model: nn.Module) -> bool:
+    tensors = [p for p in model.parameters() if p.requires_grad]
+    tensors += [b for b in model.buffers() if b.is_floating_point()]
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+class FiniteGuard(Callback):
+    """Keeps the weights of the last epoch that ended finite, and puts them back on divergence.
+
+    A learning rate far too high can grow the weights to 1e18 while the loss stays
+    finite for a while, or drive a BatchNorm statistic to infinity; predictions of such
+    a model are NaN. An epoch *diverged* when its loss or validation loss is not finite
+    or exceeds ``100 * ln(classes)`` (a hundred times a uniform guess's loss, which no
+    sane run reaches), or when a weight or buffer is not finite. The fit then stops with a
+    :class:`~tlwidgets.core.errors.TrainingError` that says which weights were put back.
+    """
+
+    def __init__(self) -> None:
+        self._saved: dict[str, torch.Tensor] = {}
+        self._label = ""
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._saved, self._label = snapshot(trainer.model), "the start of this fit"
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
+        classes = getattr(trainer, "num_classes", None) or 2
+        limit = 100 * max(math.log(classes), 1.0)
+        losses = [logs.get("loss"), logs.get("val_loss")]
+        bad = [v for v in losses if v is not None and not math.isnan(v) and not v <= limit]
+        if logs.get("loss") is not None and math.isnan(logs["loss"]):
+            bad.append(logs["loss"])
+        if bad or not _all_finite(trainer.model):
+            shown = f"reached {bad[0]:.3g}" if bad else "left weights that are not finite numbers"
+            raise TrainingError(f"the training diverged in epoch {epoch}: its loss {shown}; "
+                                f"{trainer.divergence_advice()}")
+        self._saved, self._label = snapshot(trainer.model), f"epoch {epoch}"
+
+    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
+        # A NaN loss from bad input leaves the weights of the last good step, which are
+        # fine; weights that are not finite, or grew a hundredfold since the snapshot
+        # (a learning rate far too high), go back to the snapshot.
+        if not self._saved or (_all_finite(trainer.model) and not self._grew(trainer.model)):
+            return
+        put_back(trainer.model, self._saved)
+        if isinstance(exc, TrainingError) and exc.args:
+            exc.args = (f"{exc.args[0]} The weights were put back to those of {self._label}.", *exc.args[1:])
+
+    def _grew(self, model: nn.Module) -> bool:
+        saved = [t for k, t in self._saved.items() if k.startswith("p:")]
+        live = [p for p in model.parameters() if p.requires_grad]
+        before = max((float(t.abs().max()) for t in saved if t.numel()), default=0.0)
+        now = max((float(p.detach().abs().max()) for p in live if p.numel()), default=0.0)
+        return now > 100 * max(before, 1.0)
+
+    def on_fit_end(self, trainer: Trainer, history: History) -> None:
+        self._saved = {}

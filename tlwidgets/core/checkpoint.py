@@ -31,6 +31,7 @@ import torch
 from . import layers
 from ._cache import cache_dir
 from .errors import TrainingError
+from .paths import writable_file_target
 from .training import Callback, History, TrainConfig, Trainer
 from .weights import read_tensor_file
 
@@ -270,6 +271,8 @@ def plan_fit(
         path = default_path(session)
     elif checkpoint not in (None, False):
         path = Path(os.fspath(checkpoint)).expanduser()
+    if path is not None:  # a checkpoint that cannot be written fails now, not after the first epoch
+        writable_file_target(path, "checkpoint")
     if resume is False or resume is None:
         return FitPlan(path)
     if resume is True:

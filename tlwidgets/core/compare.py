@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import catalog, speed, training
-from .errors import BusyError, DataError, ModelError, WeightsUnavailableError
+from .errors import BusyError, ConfigError, DataError, ModelError, WeightsUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .session import Session
@@ -132,23 +132,15 @@ def compare_models(
 
     Raises:
         DataError: no data loaded. ModelError: no or unknown names.
-        ValueError: a bad ``keep`` or training option. BusyError: ``keep="best"`` while
-        the session is training.
+        ConfigError: a bad ``keep`` or training option. BusyError: the session is training.
     """
+    session.require_idle("compare models")  # it records runs and shares the cores with the fit
     if session.data is None:
         raise DataError("compare_models() trains on the session's data: load data first (session.load_data(...)).")
     if keep not in KEEP:
-        raise ValueError(f"keep={keep!r} is not one of {', '.join(map(repr, KEEP))}.")
-    if keep == "best" and session.status != "idle":
-        raise BusyError("keep='best' replaces the session's model, which is training now: stop training first.")
+        raise ConfigError(f"keep={keep!r} is not one of {', '.join(map(repr, KEEP))}.")
     names = _check_names(classic_small_models() if names is None else names)
-    try:
-        dataclasses.replace(session.config, epochs=epochs, **fit_options).validate()
-    except TypeError as exc:
-        fields = ", ".join(f.name for f in dataclasses.fields(training.TrainConfig))
-        raise ValueError(
-            f"Unknown training option in {sorted(fit_options)}; use TrainConfig fields: {fields}."
-        ) from exc
+    session.config.replaced(epochs=epochs, **fit_options)
     stop_event = stop_event if stop_event is not None else threading.Event()
     stopper = _StopOn(stop_event)
     work = _working_session(session)

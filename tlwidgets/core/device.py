@@ -6,6 +6,8 @@ import functools
 
 import torch
 
+from .errors import ConfigError
+
 
 def best_device() -> torch.device:
     """Return CUDA if available, else Apple's MPS, else the CPU."""
@@ -40,7 +42,7 @@ def autocast_dtype(device: torch.device | str, precision: str = "auto") -> torch
         The dtype to pass to :func:`torch.autocast`, or ``None`` for plain fp32.
     """
     if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision={precision!r} is not one of 'auto', 'fp32', 'bf16', 'fp16'.")
+        raise ConfigError(f"precision={precision!r} is not one of 'auto', 'fp32', 'bf16', 'fp16'.")
     kind = torch.device(device).type
     if precision == "fp32":
         return None

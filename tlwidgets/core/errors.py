@@ -27,5 +27,9 @@ class TrainingError(TLWidgetsError, RuntimeError):
     """Training could not run or had to stop (for example a NaN loss)."""
 
 
+class ConfigError(TLWidgetsError, ValueError):
+    """An option or setting is out of its allowed range; nothing was changed."""
+
+
 class BusyError(TLWidgetsError, RuntimeError):
     """The session is training; the requested change has to wait."""

@@ -13,6 +13,8 @@ from typing import Any
 
 from . import training
 
+from .errors import ConfigError
+
 NAMES = ("fit_start", "epoch_start", "batch_end", "epoch_end", "fit_end", "exception")
 
 
@@ -25,7 +27,7 @@ class Events:
     def subscribe(self, event: str, callback: Callable[..., Any], remove: bool = False) -> None:
         """Add ``callback`` to ``event`` (or take it off with ``remove=True``)."""
         if event not in self._subscribers:
-            raise ValueError(f"Unknown event {event!r}: use one of {', '.join(NAMES)}.")
+            raise ConfigError(f"Unknown event {event!r}: use one of {', '.join(NAMES)}.")
         subs = self._subscribers[event]
         if remove:
             with contextlib.suppress(ValueError):

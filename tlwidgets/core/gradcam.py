@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from . import data as data_mod
-from .errors import BusyError, DataError, ModelError, TLWidgetsError
+from .errors import BusyError, ConfigError, DataError, ModelError, TLWidgetsError
 from .evaluation import eval_mode
 from .heads import find_head
 from .images import load_image
@@ -246,7 +246,7 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.5) -> Imag
         alpha: weight of the heatmap, 0 (picture only) to 1 (heatmap only).
     """
     if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha={alpha!r} must be between 0 and 1.")
+        raise ConfigError(f"alpha={alpha!r} must be between 0 and 1.")
     _, _, show_cam_on_image = _library()
     picture = image.convert("RGB")
     mask = np.asarray(heatmap, dtype=np.float32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -177,13 +178,25 @@ def build_head(
     return ClassifierHead(parts)
 
 
-def _check_args(num_classes: int, dropout: float, hidden: int | None) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ModelError(f"num_classes={num_classes!r} must be a positive integer (the number of classes).")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ModelError(f"dropout={dropout!r} must be in [0, 1), e.g. 0.2.")
-    if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1):
-        raise ModelError(f"hidden={hidden!r} must be None (no hidden layer) or a positive integer, e.g. 256.")
+#: Largest number of outputs of a new head (ImageNet-21k has 21,841 classes).
+MAX_CLASSES = 100_000
+#: Largest width of a head's hidden layer.
+MAX_HIDDEN = 65_536
+
+
+def check_args(num_classes: Any, dropout: Any, hidden: Any) -> None:
+    """The one check of head arguments: raise ModelError naming the first bad one and its range."""
+    def whole(value: Any, low: int, high: int) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
+
+    if not whole(num_classes, 2, MAX_CLASSES):
+        raise ModelError(f"num_classes={num_classes!r} must be a whole number from 2 to {MAX_CLASSES:,} "
+                         "(the number of classes; a classifier needs at least 2).")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ModelError(f"dropout={dropout!r} must be a number from 0 up to (not including) 1, e.g. 0.2.")
+    if hidden is not None and not whole(hidden, 1, MAX_HIDDEN):
+        raise ModelError(f"hidden={hidden!r} must be None (no hidden layer) or a whole number from 1 to "
+                         f"{MAX_HIDDEN:,}, e.g. 256.")
 
 
 def replace_head(
@@ -207,7 +220,7 @@ def replace_head(
     Raises:
         ModelError: for bad arguments or a model without a recognisable head.
     """
-    _check_args(num_classes, dropout, hidden)
+    check_args(num_classes, dropout, hidden)
     old = head_spec(model)
     path, old_module = find_head(model)
     ref = next(iter(old_module.parameters()), None)

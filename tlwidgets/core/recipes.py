@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from tlwidgets.core import training
-from tlwidgets.core.errors import BusyError, TrainingError
+from tlwidgets.core.errors import BusyError, ConfigError, TrainingError
 
 if TYPE_CHECKING:
     from tlwidgets.core.session import Session
@@ -123,9 +123,9 @@ def lr_find(session: Session, start_lr: float = 1e-7, end_lr: float = 10.0, num_
         ValueError: a bad range or count. BusyError: training runs.
     """
     if not (0 < start_lr < end_lr) or not all(math.isfinite(v) for v in (start_lr, end_lr)):
-        raise ValueError(f"lr_find needs 0 < start_lr < end_lr; got start_lr={start_lr}, end_lr={end_lr}.")
+        raise ConfigError(f"lr_find needs 0 < start_lr < end_lr; got start_lr={start_lr}, end_lr={end_lr}.")
     if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 2:
-        raise ValueError(f"num_it={num_it!r} must be an integer >= 2.")
+        raise ConfigError(f"num_it={num_it!r} must be an integer >= 2.")
     sweep = _Sweep(float(start_lr), float(end_lr), num_it, stop_div)
     with session._lock:
         if session.status != "idle":
@@ -193,9 +193,9 @@ def fine_tune(session: Session, epochs_head: int = 1, epochs_all: int = 3, base_
         The session's history after both phases.
     """
     if epochs_head < 0 or epochs_all < 0 or epochs_head + epochs_all == 0:
-        raise ValueError(f"epochs_head={epochs_head} and epochs_all={epochs_all} must be >= 0, not both 0.")
+        raise ConfigError(f"epochs_head={epochs_head} and epochs_all={epochs_all} must be >= 0, not both 0.")
     if not (base_lr > 0 and math.isfinite(base_lr)) or not lr_mult >= 1:
-        raise ValueError(f"base_lr={base_lr} must be > 0 and lr_mult={lr_mult} >= 1.")
+        raise ConfigError(f"base_lr={base_lr} must be > 0 and lr_mult={lr_mult} >= 1.")
     options.setdefault("schedule", "onecycle")
     if epochs_head:
         session.freeze_backbone()

@@ -24,7 +24,7 @@ from . import catalog, features, feeds, heads, recovery, training
 from . import checkpoint as checkpoints
 from . import data as data_mod
 from .device import best_device, describe
-from .errors import BusyError, DataError, ModelError
+from .errors import BusyError, ConfigError, DataError, ModelError
 from .events import Events, EventsCallback
 from .runs import RunRecorder
 from .session_layers import SessionLayers
@@ -34,6 +34,11 @@ _IMAGENET = dataclasses.make_dataclass(
     "_DefaultNorm",
     [("resize_size", int), ("input_size", int), ("mean", tuple), ("std", tuple), ("interpolation", str)],
 )(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+
+#: Smallest and largest ``image_size`` (pixels per side): below 32 the deeper networks shrink
+#: their feature maps to nothing; above 1024 one batch of 32 images needs gigabytes.
+IMAGE_SIZE_RANGE = (32, 1024)
+
 
 class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):
     """Model, data, freezing, head, training and results of one workflow.
@@ -101,11 +106,24 @@ class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):
         self.events.subscribe("exception", callback, remove)
 
     # ------------------------------------------------------------------ guards
+    def require_idle(self, action: str) -> None:
+        """Raise :class:`BusyError` (worded the same everywhere) unless the session is idle.
+
+        What may run beside a background fit: ``configure`` (it sets the options of the
+        *next* fit; the running one keeps its own), ``to_script`` (it only reads settings),
+        ``request_stop``, ``summary`` and ``runs_frame``. Everything that runs the model
+        (``predict``, ``evaluate``, Grad-CAM, ``compare_models``, ``lr_find``) or changes
+        what the running fit reads (model, head, freezing, data, augmentation,
+        ``image_size``, ``save``, ``export_onnx``) waits: it would switch the model out of
+        training mode, change its inputs mid-run, or save a half-updated model.
+        """
+        if self.status != "idle":
+            raise BusyError(f"Cannot {action} while training runs: press Stop (or call request_stop()) and wait.")
+
     @contextlib.contextmanager
     def _change(self, what: str) -> Iterator[None]:
         """Refuse changes while training, and serialise changes between threads."""
-        if self.status != "idle":
-            raise BusyError(f"Cannot {what} while training runs: press Stop (or call request_stop()) and wait.")
+        self.require_idle(what)
         with self._lock:
             yield
 
@@ -187,6 +205,21 @@ class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):
         self.data.train_tf = train_tf
         self.data.eval_tf = eval_tf
 
+    @traitlets.validate("image_size")
+    def _valid_image_size(self, proposal: dict) -> int | None:
+        value = proposal["value"]
+        if value is None:
+            return None
+        low, high = IMAGE_SIZE_RANGE
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(
+                f"image_size={value!r} must be a whole number of pixels from {low} to {high} "
+                "(or None for the model's own size); the image size was left as it was."
+            )
+        if getattr(self, "_lock", None) is not None:  # set up after the first assignment in __init__
+            self.require_idle("change the image size")
+        return int(value)
+
     @traitlets.observe("image_size")
     def _on_image_size(self, change: dict) -> None:
         self._refresh_transforms()
@@ -235,13 +268,8 @@ class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):
                         "load data first, or pass num_classes=N."
                     )
                 num_classes = len(self.data.classes)
-            if int(num_classes) < 2:
-                raise ModelError(f"num_classes={num_classes} is too small: a classifier needs at least 2 classes.")
-            if not 0.0 <= float(dropout) < 1.0:
-                raise ModelError(f"dropout={dropout} must be at least 0 and below 1.")
-            if hidden is not None and int(hidden) < 1:
-                raise ModelError(f"hidden={hidden} must be a positive layer width, or None for no hidden layer.")
-            spec = heads.replace_head(model, int(num_classes), dropout=float(dropout), hidden=hidden)
+            heads.check_args(num_classes, dropout, hidden)
+            spec = heads.replace_head(model, num_classes, dropout=float(dropout), hidden=hidden)
             model.to(self.device)
             self.head = spec
             if self.data is not None and len(self.data.classes) == num_classes:
@@ -257,8 +285,7 @@ class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):
     # ------------------------------------------------------------------ training
     def configure(self, **options: Any) -> training.TrainConfig:
         """Change training options, e.g. ``configure(epochs=3, lr=1e-3, optimizer="adamw")``."""
-        config = dataclasses.replace(self.config, **options)
-        config.validate()
+        config = self.config.replaced(**options)
         self.config = config
         return config
 
@@ -308,6 +335,9 @@ class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):
             if self.status != "idle":
                 raise BusyError("Training is already running: wait for it, or press Stop.")
             model, _ = self._check_ready_to_train()
+            previous = self.config
+            if options:  # bad options fail here, before anything is stored
+                self.config.replaced(**options)
             plan = checkpoints.plan_fit(self, checkpoint, resume, options)
             if plan.state is not None:
                 config = plan.restore_session(self)
@@ -330,6 +360,10 @@ class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):
             self.status = "training"
         try:
             history = recovery.fit(self, trainer, retry=plan.state is None)
+        except BaseException:
+            if not trainer.history.epochs and self.config is config:
+                self.config = previous  # options that never completed an epoch are not kept
+            raise
         finally:
             with self._lock:
                 self._trainer = None

@@ -15,7 +15,7 @@ import torch
 
 from . import data as data_mod
 from . import evaluation
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from .session import Session
@@ -32,6 +32,9 @@ class SessionOutputs:
             data: ``None`` for the validation split, or a folder of held-out images
                 whose class sub-folders use the training class names.
         """
+        self.require_idle("evaluate")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 4096:
+            raise ConfigError(f"batch_size={batch_size!r} must be a whole number from 1 to 4,096 (32 is a good start).")
         model = self._require_model()
         bundle = self._require_data()
         if data is None:
@@ -49,6 +52,7 @@ class SessionOutputs:
 
     def predict(self, images: Any, k: int = 3) -> pd.DataFrame:
         """Top-``k`` classes with probabilities for file paths or PIL images."""
+        self.require_idle("predict")
         model = self._require_model()
         eval_tf = self.data.eval_tf if self.data is not None else data_mod.make_transforms(
             self._norm_spec(), None, self.image_size

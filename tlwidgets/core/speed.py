@@ -21,6 +21,8 @@ import torch
 from tlwidgets.core import device as _device
 from tlwidgets.core._cache import cache_dir
 
+from .errors import ConfigError
+
 _LOCK = threading.Lock()
 _FILE = "speed.json"
 
@@ -95,7 +97,7 @@ def measure_speed(
     from tlwidgets.core.catalog import build_model, get_spec
 
     if int(batch_size) < 1 or int(repeats) < 1:
-        raise ValueError(f"batch_size={batch_size!r} and repeats={repeats!r} must both be >= 1.")
+        raise ConfigError(f"batch_size={batch_size!r} and repeats={repeats!r} must both be >= 1.")
     dev = _resolve(device)
     dtype = _device.autocast_dtype(dev, precision)
     spec = get_spec(name)

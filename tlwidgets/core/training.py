@@ -9,12 +9,13 @@ checked after every batch, so a run ends within one batch.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -22,9 +23,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from tlwidgets.core import features
-from tlwidgets.core.callbacks import BATCH_COLUMNS, EPOCH_COLUMNS, BufferGuard, Callback, History, LambdaCallback
+from tlwidgets.core.callbacks import (BATCH_COLUMNS, EPOCH_COLUMNS, BufferGuard, Callback, FiniteGuard, History,
+                                     LambdaCallback)
 from tlwidgets.core.device import autocast_dtype, best_device
-from tlwidgets.core.errors import DataError, TrainingError
+from tlwidgets.core.errors import ConfigError, DataError, TrainingError
 from tlwidgets.core.evaluation import logits_of
 from tlwidgets.core.feeds import Feed
 from tlwidgets.core.layers import param_groups, set_bn_eval
@@ -78,37 +80,73 @@ class TrainConfig:
     augment_views: int = 4
     compile_features: str = "auto"
 
+    def replaced(self, **options: Any) -> TrainConfig:
+        """A validated copy with ``options`` changed; this config stays as it is.
+
+        Raises:
+            ConfigError: an unknown option (with the closest known names) or a bad value.
+        """
+        known = [f.name for f in fields(self)]
+        unknown = [name for name in options if name not in known]
+        if unknown:
+            close = {n for name in unknown for n in difflib.get_close_matches(name, known, n=2)}
+            close |= {_ALIASES[name] for name in unknown if name in _ALIASES}
+            raise ConfigError(f"Unknown training option(s) {', '.join(map(repr, unknown))}"
+                              + (f"; did you mean {', '.join(sorted(close))}?" if close else ".")
+                              + f" Known options: {', '.join(known)}.")
+        config = replace(self, **options)
+        config.validate()
+        return config
+
     def validate(self) -> None:
-        """Raise ValueError naming the first bad field, its value and what is allowed."""
+        """Raise :class:`~tlwidgets.core.errors.ConfigError` naming the first bad field, its value and
+        the allowed range. Every bound is one a real run can use; beyond it torch fails deep
+        inside (a seed past 2**64) or the machine runs out of memory (a batch of 10**9)."""
         choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS,
                    "cache_features": features.CACHE_MODES, "compile_features": features.COMPILE_MODES}
         for name, allowed in choices.items():
             value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"TrainConfig.{name}={value!r} is not one of {', '.join(map(repr, allowed))}.")
-        ints = {"epochs": 1, "batch_size": 1, "step_size": 1, "seed": 0, "augment_views": 1}
-        optional = {"max_batches_per_epoch": 1, "num_workers": 0}
-        ints.update({k: v for k, v in optional.items() if getattr(self, k) is not None})
-        for name, low in ints.items():
+            if not isinstance(value, str) or value not in allowed:
+                raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}.")
+        optional = ("max_batches_per_epoch", "num_workers")
+        for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"TrainConfig.{name}={value!r} must be an integer >= {low}"
-                                 + (" (or None)." if name in optional else "."))
-        # name: (allowed range as text, test)
-        ranges = {
-            "lr": ("> 0", lambda v: v > 0),
-            "momentum": (">= 0 and < 1", lambda v: 0 <= v < 1),
-            "weight_decay": (">= 0", lambda v: v >= 0),
-            "gamma": ("> 0 and <= 1", lambda v: 0 < v <= 1),
-            "label_smoothing": (">= 0 and < 1", lambda v: 0 <= v < 1),
-        }
-        for name, (text, test) in ranges.items():
+            if value is None and name in optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name}={value!r} must be a whole number from {low:,} to {high:,}"
+                                  + (" (or None)." if name in optional else "."))
+        for name, (text, test) in _FLOAT_RANGES.items():
             value = getattr(self, name)
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not (number and test(value)):
-                raise ValueError(f"TrainConfig.{name}={value!r} must be a finite number {text}.")
+                raise ConfigError(f"{name}={value!r} must be a finite number {text}.")
         if self.channels_last not in (None, True, False):
-            raise ValueError(f"TrainConfig.channels_last={self.channels_last!r} must be None, True or False.")
+            raise ConfigError(f"channels_last={self.channels_last!r} must be None, True or False.")
+
+
+# Names other libraries use for the same options.
+_ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "batch": "batch_size",
+            "num_epochs": "epochs", "n_epochs": "epochs", "max_epochs": "epochs", "opt": "optimizer"}
+
+#: Allowed range of each whole-number option (both ends included).
+INT_RANGES = {
+    "epochs": (1, 100_000),
+    "batch_size": (1, 65_536),
+    "step_size": (1, 100_000),
+    "seed": (0, 2**32 - 1),  # what numpy's and torch's generators both take
+    "augment_views": (1, 64),
+    "max_batches_per_epoch": (1, 10**9),
+    "num_workers": (0, 256),
+}
+# name: (allowed range in words, test)
+_FLOAT_RANGES = {
+    "lr": ("> 0 and <= 1e9", lambda v: 0 < v <= 1e9),
+    "momentum": (">= 0 and < 1", lambda v: 0 <= v < 1),
+    "weight_decay": ("from 0 to 1 (typical values are 1e-4 to 0.05)", lambda v: 0 <= v <= 1),
+    "gamma": ("> 0 and <= 1", lambda v: 0 < v <= 1),
+    "label_smoothing": (">= 0 and < 1", lambda v: 0 <= v < 1),
+}
 
 
 class Trainer:
@@ -153,7 +191,10 @@ class Trainer:
         self.lr_factors = None if lr_factors is None else dict(lr_factors)
         # The guard comes first: its snapshot of the BatchNorm statistics is taken before any
         # other callback can fail after a step, and put back first when one does.
-        self.callbacks = [BufferGuard(), *callbacks]
+        # Then the FiniteGuard: a diverged run gets its last finite weights back before anyone
+        # else hears of the failure.
+        self.callbacks = [BufferGuard(), FiniteGuard(), *callbacks]
+        self.num_classes: int | None = None
         self.feature_cache = feature_cache if feature_cache is not None else features.FeatureCache()
         self.head_path = head_path
         self.history = History(config=asdict(config))
@@ -359,14 +400,12 @@ class Trainer:
         with self._autocast():
             out = self.feed.forward(x)
         logits = logits_of(out).float()
+        self.num_classes = int(logits.shape[-1])
         loss = self.criterion(logits, y)
         value = loss.item()
         if not math.isfinite(value):
-            raise TrainingError(
-                f"loss became {value} at epoch {self.epoch} batch {self.batch}; lower the learning rate "
-                f"(now {self.config.lr:g}) or check the images for invalid values. The weights are those "
-                "from before this step."
-            )
+            raise TrainingError(f"loss became {value} at epoch {self.epoch} batch {self.batch}; "
+                                f"{self.divergence_advice()}")
         self.optimizer.zero_grad(set_to_none=True)
         if self._scaler is not None:
             self._scaler.scale(loss).backward()
@@ -379,6 +418,16 @@ class Trainer:
             self.scheduler.step()
         correct = int((logits.detach().argmax(1) == y).sum().item())
         return value, correct, int(y.shape[0])
+
+    def divergence_advice(self) -> str:
+        """What to change after a diverged step, naming the option most likely at fault."""
+        cfg = self.config
+        culprits = []
+        if cfg.weight_decay >= 0.1:
+            culprits.append(f"weight_decay (now {cfg.weight_decay:g}; typical values are 1e-4 to 0.05)")
+        if cfg.lr > 0.01 or not culprits:
+            culprits.append(f"the learning rate (now {cfg.lr:g}; 1e-3 suits most heads)")
+        return f"lower {' and '.join(culprits)}, or check the images for invalid values."
 
     def _validate(self) -> tuple[float, float] | None:
         """Mean loss and accuracy on the validation set; None when a stop interrupted it."""
