@@ -293,3 +293,21 @@ def test_close_detaches_from_the_session(session: Session, image_folder: Path) -
     panel.close()
     session.load_data(image_folder)
     assert list(panel.counts_fig.data[0].x) == []
+
+
+def test_the_panel_warns_about_imbalanced_classes_and_not_about_balanced_ones(tmp_path) -> None:
+    from tests.conftest import make_image_folder
+    from tlwidgets import DatasetBrowser, Session
+
+    even = make_image_folder(tmp_path / "even", classes=3, per_class=12)
+    uneven = make_image_folder(tmp_path / "uneven", classes=3, per_class=12)
+    for path in sorted((uneven / "class_1").iterdir())[2:]:
+        path.unlink()
+    session = Session(device="cpu")
+    panel = DatasetBrowser(session)
+    session.load_data(even, val_fraction=0.25)
+    assert panel.imbalance.value == ""
+    session.load_data(uneven, val_fraction=0.25)
+    assert "Classes are imbalanced" in panel.imbalance.value and "class_1" in panel.imbalance.value
+    session.load_data(even, val_fraction=0.25)
+    assert panel.imbalance.value == ""

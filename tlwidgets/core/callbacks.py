@@ -73,6 +73,10 @@ class History:
     epochs: list[dict] = field(default_factory=list)
     stopped: bool = False
     config: dict = field(default_factory=dict)
+    #: the epoch whose weights the model holds when a fit kept its best epoch, else None
+    best_epoch: int | None = None
+    #: decisions the fit took, in words (early stop, restored epoch, class weights, budget)
+    notes: list[str] = field(default_factory=list)
 
     def batch_frame(self) -> pd.DataFrame:
         """Per-batch logs as a DataFrame (columns even when empty)."""
@@ -93,6 +97,8 @@ class History:
             epochs=[dict(e) for e in self.epochs] + epochs,
             stopped=other.stopped,
             config=dict(other.config),
+            best_epoch=None if other.best_epoch is None else other.best_epoch + epoch0,
+            notes=[*self.notes, *other.notes],
         )
 
 
@@ -136,12 +142,16 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def put_back(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    """Copy a :func:`snapshot` back into ``model`` in place (the optimizer keeps its tensors)."""
+    """Copy a :func:`snapshot` back into ``model`` in place (the optimizer keeps its tensors).
+
+    Tensors that did not change are not written, so frozen layers keep their in-place
+    version and the feature cache keyed on it stays valid.
+    """
     live = {f"p:{n}": p for n, p in model.named_parameters()}
     live.update({f"b:{n}": b for n, b in model.named_buffers()})
     with torch.no_grad():
         for key, value in saved.items():
-            if key in live:
+            if key in live and not torch.equal(live[key], value):
                 live[key].copy_(value)
 
 

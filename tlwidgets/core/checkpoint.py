@@ -142,6 +142,7 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     scaler = getattr(trainer, "_scaler", None)
     return {
         "epoch": int(trainer.epoch),
+        "max_epochs": int(getattr(trainer, "max_epochs", 0) or 0),
         "step": int(trainer.step),
         "config": dataclasses.asdict(trainer.config),
         "history": {"batches": list(trainer.history.batches), "epochs": list(trainer.history.epochs)},
@@ -292,6 +293,8 @@ def plan_fit(
             f"{', '.join(differ)}. Resume without them, or start a new run without resume=."
         )
     done, total = state["trainer"]["epoch"], config["epochs"]
+    if total == "auto":  # the stopping callbacks start afresh from the resumed epoch
+        total = int(state["trainer"].get("max_epochs") or done + 1)
     note = (f"Resumed from {source} after epoch {done} of {total}." if done < total
             else f"The run saved in {source} had finished ({total} epochs); its weights and history are restored.")
     return FitPlan(path or source, state, note)

@@ -11,9 +11,10 @@ cached views: epoch ``e`` uses view ``(e - 1) % views``, so the first ``views`` 
 see fresh augmentations and later epochs reuse them.
 
 A :class:`FeatureCache` outlives one fit: the next fit reuses its features while the
-model's frozen weights (checked by tensor identity, in-place version and storage),
-the trainable set, the head, the datasets and their transforms, the precision, the
-memory layout and the device stay the same. Any change starts a new cache.
+cut point, the frozen prefix's weights (checked by tensor identity, in-place version and
+storage), the datasets and their transforms, the precision, the memory layout and the
+device stay the same. A new head (its size, dropout, hidden layer) or new training options
+reuse them; any change of what the prefix computes starts a new cache.
 """
 
 from __future__ import annotations
@@ -119,17 +120,18 @@ def _transform_of(dataset: Dataset | None) -> str:
 
 
 def _make_key(model: nn.Module, split: Split, train_ds: Dataset, options: tuple) -> _Key:
+    """What the prefix's outputs depend on: where the cut is, the prefix's weights and
+    buffers, the images and their transform, and how the prefix runs. Not the layers
+    after the cut, so a new head, dropout or hidden layer reuses the features."""
     prefix_params = list(split.prefix.parameters())
-    suffix_params = split.suffix_params()
     buffers = [b for b in split.prefix.buffers()]
     values = (
         split.where,
-        tuple(n for n, p in model.named_parameters() if p.requires_grad),
         tuple((p._version, p.data_ptr(), p.dtype, tuple(p.shape), p.requires_grad) for p in prefix_params),
         tuple((b._version, b.data_ptr(), float(b.double().sum())) for b in buffers),
         len(train_ds), _transform_of(train_ds), options,
     )
-    refs = (_ref(model), _ref(train_ds), *map(_ref, prefix_params), *map(_ref, suffix_params))
+    refs = (_ref(model), _ref(train_ds), *map(_ref, prefix_params))
     return _Key(refs, values)
 
 

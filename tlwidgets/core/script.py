@@ -111,7 +111,7 @@ def settings(session: Any) -> dict[str, Any]:
         "AUGMENT": dataclasses.asdict(session.augment),
         "FROZEN": frozen_prefixes(session.model),
         "LR_FACTORS": {k: float(v) for k, v in session.lr_factors.items()},
-        "CONFIG": dataclasses.asdict(session.config),
+        "CONFIG": script_config(session),
         "DATA": {k: data[k] for k in ("source", "layout", "root")},
         "GENERATED_BY": f"tlwidgets {tlwidgets.__version__}",
     }
@@ -245,3 +245,25 @@ def to_script(session: Any, path: str | os.PathLike[str]) -> ScriptFiles:
     dest.write_text(render(session, dest.name, split_path.name), encoding="utf-8")
     dest.chmod(dest.stat().st_mode | 0o111)
     return ScriptFiles(dest, split_path)
+
+
+#: Epochs the script trains when the session's ``epochs="auto"`` has not run yet.
+AUTO_EPOCHS_WITHOUT_RUN = 20
+
+
+def script_config(session: Any) -> dict[str, Any]:
+    """The session's training options with ``"auto"`` made concrete for a plain loop.
+
+    The script trains a fixed number of epochs: with ``epochs="auto"`` it takes the epoch
+    the last automatic fit kept (its best), else :data:`AUTO_EPOCHS_WITHOUT_RUN`; a
+    ``schedule="auto"`` becomes one-cycle over those epochs.
+    """
+    config = dataclasses.asdict(session.config)
+    if config["epochs"] == "auto":
+        history = session.history
+        best = history.best_epoch if history is not None else None
+        ran = len(history.epochs) if history is not None else 0
+        config["epochs"] = int(best or ran or AUTO_EPOCHS_WITHOUT_RUN)
+    if config["schedule"] == "auto":
+        config["schedule"] = "onecycle"
+    return config

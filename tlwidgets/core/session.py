@@ -372,7 +372,9 @@ class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):
             history = self.history.extend(history)
         self.model_version += 1
         self.history = history
-        last = history.epochs[-1] if history.epochs else {}
+        kept = history.best_epoch
+        last = history.epochs[kept - 1] if kept and kept <= len(history.epochs) else (
+            history.epochs[-1] if history.epochs else {})
         val = last.get("val_acc")
         notes = " ".join([*trainer.notes, plan.note]).strip()
         self.message = (

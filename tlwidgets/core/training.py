@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from tlwidgets.core import features
+from tlwidgets.core import features, stopping
+from tlwidgets.core.balance import IMBALANCE_RATIO
 from tlwidgets.core.callbacks import (BATCH_COLUMNS, EPOCH_COLUMNS, BufferGuard, Callback, FiniteGuard, History,
                                      LambdaCallback)
 from tlwidgets.core.device import autocast_dtype, best_device
@@ -32,7 +33,8 @@ from tlwidgets.core.feeds import Feed
 from tlwidgets.core.layers import param_groups, set_bn_eval
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("onecycle", "cosine", "step", "constant")
+SCHEDULES = ("auto", "onecycle", "cosine", "step", "constant")
+CLASS_WEIGHTS = ("auto", "balanced", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 __all__ = ["BATCH_COLUMNS", "EPOCH_COLUMNS", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "Callback", "History",
            "LambdaCallback", "TrainConfig", "Trainer"]
@@ -59,15 +61,24 @@ class TrainConfig:
 
     ``num_workers=None`` picks DataLoader workers for the device: none on a CPU (the model
     needs every core), a few with pinned memory on a GPU.
+
+    ``epochs="auto"`` trains until the validation loss stops improving for ``patience``
+    epochs, within a budget of optimizer steps, and keeps the best epoch's weights (see
+    :mod:`tlwidgets.core.stopping`); a number trains exactly that many epochs.
+    ``schedule="auto"`` is one-cycle for a fixed number of epochs and a plateau schedule
+    (learning rate / 5 when the validation loss stalls) for ``epochs="auto"``.
+    ``class_weights``: ``"balanced"`` weighs each class's loss by the inverse of its share of
+    the training images; ``"auto"`` does so when the largest class has
+    :data:`IMBALANCE_RATIO` times the images of the smallest; ``"none"`` never.
     """
 
-    epochs: int = 5
+    epochs: int | str = "auto"
     batch_size: int = 32
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "onecycle"
+    schedule: str = "auto"
     step_size: int = 1
     gamma: float = 0.1
     label_smoothing: float = 0.0
@@ -79,6 +90,8 @@ class TrainConfig:
     cache_features: str = "auto"
     augment_views: int = 4
     compile_features: str = "auto"
+    patience: int = 5
+    class_weights: str = "auto"
 
     def replaced(self, **options: Any) -> TrainConfig:
         """A validated copy with ``options`` changed; this config stays as it is.
@@ -103,7 +116,8 @@ class TrainConfig:
         the allowed range. Every bound is one a real run can use; beyond it torch fails deep
         inside (a seed past 2**64) or the machine runs out of memory (a batch of 10**9)."""
         choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS,
-                   "cache_features": features.CACHE_MODES, "compile_features": features.COMPILE_MODES}
+                   "cache_features": features.CACHE_MODES, "compile_features": features.COMPILE_MODES,
+                   "class_weights": CLASS_WEIGHTS}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if not isinstance(value, str) or value not in allowed:
@@ -111,11 +125,13 @@ class TrainConfig:
         optional = ("max_batches_per_epoch", "num_workers")
         for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
-            if value is None and name in optional:
+            if (value is None and name in optional) or (name == "epochs" and value == "auto"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"{name}={value!r} must be a whole number from {low:,} to {high:,}"
-                                  + (" (or None)." if name in optional else "."))
+                                  + (" (or None)." if name in optional else
+                                     " (or 'auto': train until the validation loss stops improving)."
+                                     if name == "epochs" else "."))
         for name, (text, test) in _FLOAT_RANGES.items():
             value = getattr(self, name)
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -136,6 +152,7 @@ INT_RANGES = {
     "step_size": (1, 100_000),
     "seed": (0, 2**32 - 1),  # what numpy's and torch's generators both take
     "augment_views": (1, 64),
+    "patience": (1, 1000),
     "max_batches_per_epoch": (1, 10**9),
     "num_workers": (0, 256),
 }
@@ -195,6 +212,9 @@ class Trainer:
         # else hears of the failure.
         self.callbacks = [BufferGuard(), FiniteGuard(), *callbacks]
         self.num_classes: int | None = None
+        self.notes: list[str] = []  # decisions in words (budget, early stop, class weights)
+        self.stop_training = False  # set by a callback (EarlyStopping) to end after this epoch
+        self.max_epochs = 0
         self.feature_cache = feature_cache if feature_cache is not None else features.FeatureCache()
         self.head_path = head_path
         self.history = History(config=asdict(config))
@@ -261,12 +281,44 @@ class Trainer:
         self.mode = plan.mode
         self.feed = Feed(self.model, plan, self.train_ds, val_ds, self.device, self._channels_last,
                          cfg.batch_size, self._loader_options(), self.feature_cache)
+        self.max_epochs = cfg.epochs if isinstance(cfg.epochs, int) else self._auto_epochs(plan, val_ds)
         self.optimizer = self._make_optimizer(groups)
         self.scheduler = self._make_scheduler()
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.class_weight = self._class_weight()
+        self.criterion = nn.CrossEntropyLoss(weight=self.class_weight, label_smoothing=cfg.label_smoothing)
         self._scaler = None
         if self.device.type == "cuda" and self._amp_dtype == torch.float16:
             self._scaler = torch.amp.GradScaler("cuda")
+
+    def _auto_epochs(self, plan: features.Plan, val_ds: Dataset | None) -> int:
+        """``epochs="auto"``: the epoch budget, and the stopping callbacks after the guards."""
+        limits = stopping.budget(self.steps_per_epoch, plan.entry is not None, val_ds is not None)
+        if limits.note:
+            self.notes.append(limits.note)
+        if limits.early_stopping:
+            patience = self.config.patience
+            auto = [stopping.PlateauLR(patience=max(patience // 2, 1)),
+                    stopping.EarlyStopping(patience=patience, min_epochs=limits.min_epochs),
+                    stopping.KeepBest()]
+            self.callbacks[2:2] = [c for c in auto if not any(type(o) is type(c) for o in self.callbacks)]
+        return limits.max_epochs
+
+    def _class_weight(self) -> torch.Tensor | None:
+        """Loss weights ``n / (classes * n_c)`` per class, or None (see ``TrainConfig.class_weights``)."""
+        mode = self.config.class_weights
+        labels = labels_of(self.train_ds)
+        if mode == "none" or labels is None or len(labels) == 0:
+            return None
+        counts = torch.bincount(labels, minlength=int(labels.max()) + 1).double()
+        present = counts[counts > 0]
+        ratio = float(present.max() / present.min())
+        if mode == "auto" and ratio < IMBALANCE_RATIO:
+            return None
+        weight = torch.where(counts > 0, counts.sum() / (len(present) * counts.clamp(min=1)), torch.zeros_like(counts))
+        self.notes.append(f"Classes are imbalanced ({ratio:.1f} times as many images in the largest as in the "
+                          "smallest): the loss weighs each class by the inverse of its share."
+                          if mode == "auto" else "Class weights: balanced.")
+        return weight.float().to(self.device)
 
     def _loader_options(self) -> dict[str, Any]:
         workers = self.config.num_workers
@@ -283,8 +335,11 @@ class Trainer:
 
     def _make_scheduler(self) -> Any:
         cfg, opt = self.config, self.optimizer
-        total = cfg.epochs * self.steps_per_epoch
-        if cfg.schedule == "onecycle":
+        total = self.max_epochs * self.steps_per_epoch
+        schedule = cfg.schedule
+        if schedule == "auto":  # a plateau schedule (stopping.PlateauLR) when the length is not known
+            schedule = "onecycle" if isinstance(cfg.epochs, int) else "constant"
+        if schedule == "onecycle":
             kw: dict[str, Any] = {}
             if cfg.optimizer == "sgd":
                 # cycling momentum needs momentum; keep the user's value as the maximum
@@ -293,9 +348,9 @@ class Trainer:
             return torch.optim.lr_scheduler.OneCycleLR(
                 opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=max(total, 1), **kw
             )
-        if cfg.schedule == "cosine":
+        if schedule == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
-        if cfg.schedule == "step":
+        if schedule == "step":
             return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
         return None
 
@@ -325,9 +380,11 @@ class Trainer:
             first, self._resume = apply_trainer_state(self, self._resume), None
         try:
             self._call("on_fit_start")
-            for epoch in range(first, self.config.epochs + 1):
+            for epoch in range(first, self.max_epochs + 1):
                 if self._stop.is_set() or not self._run_epoch(epoch):
                     history.stopped = True
+                    break
+                if self.stop_training:
                     break
         except BaseException as exc:
             self._call("on_exception", exc)
@@ -336,6 +393,7 @@ class Trainer:
             self.model.eval()
             self._stop.clear()
             self._call("on_fit_end", history)
+            history.notes = list(self.notes)
         return history
 
     def _epoch_batches(self) -> list[torch.Tensor]:
@@ -451,3 +509,17 @@ class Trainer:
                 correct += int((logits.argmax(1) == y).sum().item())
                 seen += int(y.shape[0])
         return loss_sum / seen, correct / seen
+
+
+def labels_of(dataset: Dataset) -> torch.Tensor | None:
+    """The integer labels of every item, read without decoding images; None when unknown."""
+    samples = getattr(dataset, "samples", None)
+    if samples is not None:
+        try:
+            return torch.tensor([int(s[1]) if isinstance(s, tuple) else int(s.label) for s in samples])
+        except (AttributeError, TypeError, ValueError, IndexError):
+            return None
+    tensors = getattr(dataset, "tensors", None)
+    if tensors is not None and len(tensors) > 1:
+        return torch.as_tensor(tensors[1]).long()
+    return None

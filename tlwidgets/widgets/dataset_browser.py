@@ -21,6 +21,7 @@ from ipyfilechooser import FileChooser
 from PIL import Image
 
 from ..core import data as data_mod
+from ..core.balance import imbalance_note
 from ..core.errors import DataError
 from ..core.session import Session
 from . import _images
@@ -175,6 +176,7 @@ class DatasetBrowser(Panel):
 
         # ---- report
         self.summary = _tag(widgets.HTML(), "tlw-data-summary")
+        self.imbalance = _tag(widgets.HTML(), "tlw-data-imbalance")
         self.counts_fig = go.FigureWidget(
             data=[go.Bar(name="train", x=[], y=[]), go.Bar(name="val", x=[], y=[])],
             layout=go.Layout(
@@ -214,7 +216,7 @@ class DatasetBrowser(Panel):
         self.set_body(
             self.source_choice, self.source_stack,
             widgets.HBox([self.val_fraction, self.seed, self.load_button]), self.progress, self.hint,
-            self.summary, widgets.HBox([self.counts_fig, self.sizes]),
+            self.summary, self.imbalance, widgets.HBox([self.counts_fig, self.sizes]),
             widgets.HTML("<b>Samples</b>"), self.samples, self.skipped, augment_box,
         )  # fmt: skip
 
@@ -383,13 +385,16 @@ class DatasetBrowser(Panel):
                 "an archive, a torchvision dataset, or the built-in demo.</i>"
             )
             self._draw_counts([], np.zeros(0), np.zeros(0))
-            self.sizes.value = self.samples.value = self.skipped_table.value = ""
+            self.sizes.value = self.samples.value = self.skipped_table.value = self.imbalance.value = ""
             self.skipped.set_title(0, "Skipped files (0)")
             self.sample_paths = {}
             return
         report = bundle.report
         self.summary.value = f"<div style='margin:4px 0'>{html.escape(report.summary())}</div>"
         counts = report.counts.reindex(list(bundle.classes)).fillna(0)
+        note = imbalance_note(counts["train"].to_dict())
+        self.imbalance.value = "" if note is None else (
+            f"<div style='margin:4px 0;color:#a60'>&#9888; {html.escape(note)}</div>")
         self._draw_counts(list(bundle.classes), counts["train"].to_numpy(int), counts["val"].to_numpy(int))
         self.sizes.value = _images.sizes_html(getattr(report, "image_sizes", None))
         self._draw_samples(bundle, counts)

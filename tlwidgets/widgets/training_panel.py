@@ -47,6 +47,7 @@ class _Progress(Callback):
         self._start = time.perf_counter()
         self._last = -math.inf
         self.epochs = self.per_epoch = 1
+        self.auto = False
         self.epoch = self.batch = self.done = 0
         self.images_per_s = math.nan
         self.mode = ""
@@ -59,7 +60,8 @@ class _Progress(Callback):
             trainer.request_stop()
         self._start = time.perf_counter()
         self._last = -math.inf
-        self.epochs = int(trainer.config.epochs)
+        self.epochs = int(getattr(trainer, "max_epochs", 0) or trainer.config.epochs)
+        self.auto = trainer.config.epochs == "auto"
         self.per_epoch = max(int(getattr(trainer, "steps_per_epoch", 0) or 0), 1)
         self.epoch = 1
         self.batch = self.done = 0
@@ -110,7 +112,7 @@ class _Progress(Callback):
         eta = elapsed / self.done * (total - self.done) if self.done else math.nan
         ips = f"{self.images_per_s:,.0f} images/s" if math.isfinite(self.images_per_s) else "– images/s"
         self.panel.progress.value = (
-            f"Epoch {self.epoch}/{self.epochs} · batch {self.batch}/{self.per_epoch} · {ips} · "
+            f"Epoch {self.epoch}/{f'at most {self.epochs}' if self.auto else self.epochs} · batch {self.batch}/{self.per_epoch} · {ips} · "
             f"elapsed {_clock(elapsed)} · ETA {_clock(eta)}"
             + (f" · {html.escape(self.mode)}" if self.mode else "")
         )
@@ -153,7 +155,12 @@ class TrainingPanel(Panel):
         self._failed = False
         self._syncing = False
 
-        self.epochs = widgets.BoundedIntText(description="Epochs", min=1, max=10_000, style=_DESC)
+        self.auto_epochs = widgets.Checkbox(
+            value=True, description="Auto epochs: until the validation loss stops improving, keep the best",
+            indent=False, layout=widgets.Layout(width="auto"))
+        self.auto_epochs.add_class("tlw-opt-auto-epochs")
+        self.auto_epochs.observe(self._on_auto_epochs, names="value")
+        self.epochs = widgets.BoundedIntText(value=20, description="Epochs", min=1, max=10_000, style=_DESC)
         self.batch_size = widgets.BoundedIntText(description="Batch size", min=1, max=4096, style=_DESC)
         self.optimizer = widgets.Dropdown(description="Optimizer", options=list(OPTIMIZERS), style=_DESC)
         self.lr = widgets.FloatLogSlider(
@@ -207,6 +214,7 @@ class TrainingPanel(Panel):
 
         names = list(self.options)
         self.set_body(
+            self.auto_epochs,
             widgets.HBox([widgets.VBox([self.options[n] for n in names[:4]]),
                           widgets.VBox([self.options[n] for n in names[4:]])]),
             widgets.HBox([self.train_button, self.stop_button, self.hint]),
@@ -266,9 +274,20 @@ class TrainingPanel(Panel):
         self._syncing = True
         try:
             for name, widget in self.options.items():
-                widget.value = getattr(config, name)
+                value = getattr(config, name)
+                if name == "epochs":
+                    self.auto_epochs.value = value == "auto"
+                    widget.disabled = value == "auto"
+                    if value == "auto":
+                        continue
+                widget.value = value
         finally:
             self._syncing = False
+
+    def _on_auto_epochs(self, change: dict) -> None:
+        if self._syncing:
+            return
+        self.session.configure(epochs="auto" if change["new"] else int(self.epochs.value))
 
     # ------------------------------------------------------------------ observers
     def _on_session_config(self, change: dict) -> None:
