@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from tlwidgets.core.errors import DataError
 from tlwidgets.core.features import FeatureCache, Plan, memory_budget
 
 
@@ -79,6 +80,11 @@ class Feed:
                 x, y = next(it)
             except StopIteration:
                 return
+            except DataError as exc:
+                plain = _unwrapped(exc)
+                if plain is exc:
+                    raise
+                raise plain from exc
             x = self._to_device(x)
             self.data_s += _now(self.device) - start
             self.data_images += len(x)
@@ -144,6 +150,19 @@ class Feed:
 
         return {"data_images_per_s": rate(self.data_images, self.data_s),
                 "feature_images_per_s": rate(self.feature_images, self.feature_s)}
+
+
+def _unwrapped(exc: DataError) -> DataError:
+    """A DataError from a DataLoader worker with its own message again, not the worker's traceback.
+
+    The loader re-raises a worker's error as ``Caught DataError in DataLoader worker process 0.
+    Original Traceback ...``; the user needs only the last line (which names the file).
+    """
+    text = str(exc)
+    marker = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    if not text.startswith("Caught ") or marker not in text:
+        return exc
+    return type(exc)(text.rsplit(marker, 1)[1].strip())
 
 
 def _now(device: torch.device) -> float:

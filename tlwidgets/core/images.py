@@ -8,7 +8,9 @@ JPEGs are decoded at reduced size (``draft``), which keeps the scan fast.
 from __future__ import annotations
 
 import difflib
+import io
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from .errors import DataError
@@ -30,6 +33,13 @@ _HIDDEN_DIRS = frozenset({"__MACOSX", "__pycache__", "$RECYCLE.BIN", "System Vol
 _DRAFT_SIZE = (64, 64)
 _EXIF_ORIENTATION = 0x0112
 _WORKERS = min(8, (os.cpu_count() or 2) * 2)
+# O_NONBLOCK: opening a named pipe returns at once instead of waiting for a writer.
+# O_NOCTTY: opening a terminal device never makes it the controlling terminal.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+ACCEPTED_IMAGES = (
+    "a file path (str or pathlib.Path), a PIL image, a numpy array (HxWx3 or HxW, uint8 0-255 "
+    "or float 0-1), a torch tensor (3xHxW or HxWx3, uint8 or float 0-1), or a list of those"
+)
 
 Progress = Callable[[int, int], None]
 
@@ -60,6 +70,60 @@ class _Scan:
 def is_hidden(name: str) -> bool:
     """True for dot-files and folders that tools leave behind (``.DS_Store``, ``__MACOSX``)."""
     return name.startswith(".") or name in _HIDDEN_DIRS
+
+
+class NotRegularFileError(OSError):
+    """The path is a named pipe, socket, device or folder: reading it could block or never end.
+
+    ``str()`` says what it is instead: ``"a named pipe"``, ``"a device"``, ...
+    """
+
+
+class RegularFile(io.BufferedReader):
+    """A regular file opened by :func:`open_regular_file`; ``str()`` is its path."""
+
+    def __str__(self) -> str:
+        return str(self.name)
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in plain words, from its ``st_mode``."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "a special file"
+
+
+def open_regular_file(path: str | os.PathLike[str]) -> RegularFile:
+    """Open ``path`` for binary reading only when it is a regular file.
+
+    The file is opened without blocking and checked on the open descriptor, so a file
+    swapped for a named pipe or a device between any earlier check and this call is
+    refused instead of blocking forever (or reading endless data).
+
+    Raises:
+        NotRegularFileError: a named pipe, socket, device or folder.
+        OSError: the file is missing or cannot be opened (permission denied, ...).
+    """
+    name = os.fspath(path)
+    fd = os.open(name, _OPEN_FLAGS)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(file_kind(mode))
+        if _OPEN_FLAGS & getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+        raw = io.FileIO(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    raw.name = name
+    return RegularFile(raw)
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -105,31 +169,138 @@ def _high_depth_to_rgb(im: Image.Image) -> Image.Image:
     return Image.fromarray(out, "L").convert("RGB")
 
 
-def load_image(path: str | os.PathLike[str] | Image.Image) -> Image.Image:
+def load_image(path: Any) -> Image.Image:
     """Open an image as 8-bit RGB, with its EXIF orientation applied.
 
     Palette and alpha images are composited on white, CMYK is converted, 16-bit
-    greyscale is scaled to 8 bits.
+    greyscale is scaled to 8 bits. Only regular files are opened: a named pipe or a
+    device is refused instead of blocking.
 
     Args:
-        path: an image file, or an already opened PIL image.
+        path: an image file; or an image already in memory: a PIL image, a numpy array
+            (HxWx3, HxWx4 or HxW; uint8 0-255 or float 0-1) or a torch tensor (3xHxW or
+            HxWx3; uint8 or float 0-1).
 
     Raises:
-        DataError: naming the file, when it cannot be read or decoded.
+        DataError: naming the file, when it cannot be read or decoded; saying what is
+            accepted, for any other kind of value.
     """
     if isinstance(path, Image.Image):
         return _to_rgb(_upright(path))
+    if isinstance(path, (np.ndarray, torch.Tensor)):
+        return array_to_image(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"Cannot use {_describe(path)} as an image. Pass {ACCEPTED_IMAGES}.")
+    if not os.fspath(path).strip():
+        raise DataError(f"The image path is empty. Pass {ACCEPTED_IMAGES}.")
     try:
-        with Image.open(path) as im:
+        with open_regular_file(path) as fp, Image.open(fp) as im:
             _check_pixels(im)
             im.load()
             return _to_rgb(_upright(im))
     except FileNotFoundError as exc:
         raise DataError(f"Image not found: {path}. Check the path, or rescan the folder.") from exc
+    except NotRegularFileError as exc:
+        raise DataError(
+            f"Cannot read the image {path}: it is {exc}, not a regular file. Pass an image file, "
+            "or rescan the folder."
+        ) from exc
     except Exception as exc:  # Pillow raises many types for bad files
         raise DataError(
             f"Cannot read the image {path}: {_decode_reason(exc)}. Remove or replace this file."
         ) from exc
+
+
+def _describe(value: Any) -> str:
+    """A short description of an unusable value, for messages."""
+    if value is None:
+        return "None"
+    text = repr(value)
+    return f"the {type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def array_to_image(array: np.ndarray | torch.Tensor) -> Image.Image:
+    """An RGB PIL image from a numpy array or torch tensor holding one image.
+
+    numpy arrays are read as HxWxC (HxW for greyscale), tensors as CxHxW; each falls
+    back to the other layout when only that one fits. C is 1 (grey), 3 (RGB) or 4
+    (RGBA, composited on white). Integer values must lie in 0-255, float values in 0-1.
+
+    Raises:
+        DataError: the shape, type or value range does not describe an image.
+    """
+    is_tensor = isinstance(array, torch.Tensor)
+    kind = "tensor" if is_tensor else "numpy array"
+    if is_tensor:
+        tensor = array.detach()
+        if tensor.dtype in (torch.bfloat16, torch.float16):
+            tensor = tensor.float()
+        arr = tensor.cpu().numpy()
+    else:
+        arr = np.asarray(array)
+    shape = "x".join(str(n) for n in arr.shape) or "scalar"
+
+    def refuse(why: str) -> DataError:
+        return DataError(f"Cannot use a {kind} of shape {shape} and type {arr.dtype} as an image: {why}. "
+                         f"Pass {ACCEPTED_IMAGES}.")
+
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 4:
+        raise refuse(f"it holds {arr.shape[0]} images; pass them as a list (list(batch))")
+    if arr.ndim == 3:
+        first, last = _channels_first(arr.shape, prefer_first=is_tensor)
+        if not (first or last):
+            raise refuse("it needs 1, 3 or 4 colour channels")
+        if first:
+            arr = np.moveaxis(arr, 0, -1)
+        if arr.shape[-1] == 1:
+            arr = arr[..., 0]
+    elif arr.ndim != 2:
+        raise refuse("an image has 2 dimensions (greyscale) or 3 (colour)")
+    if arr.size == 0:
+        raise refuse("it holds no pixels")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise refuse(f"integer values must lie in 0-255, these lie in {lo}-{hi}")
+        arr = arr.astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise refuse("it holds NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > 1:
+            raise refuse(f"float values must lie in 0-1, these lie in {lo:.3g} to {hi:.3g} (a normalised "
+                         "tensor? pass the image before normalising; 0-255 floats: divide by 255)")
+        arr = np.rint(arr * 255).astype(np.uint8)
+    else:
+        raise refuse("its values are neither integers nor floats")
+    _check_array_pixels(arr.shape[0] * arr.shape[1], refuse)
+    mode = "L" if arr.ndim == 2 else ("RGB" if arr.shape[-1] == 3 else "RGBA")
+    return _to_rgb(Image.fromarray(np.ascontiguousarray(arr), mode))
+
+
+def _channels_first(shape: tuple[int, ...], prefer_first: bool) -> tuple[bool, bool]:
+    """Whether a 3-D image array is CxHxW or HxWxC, as ``(first, last)``; both False: neither.
+
+    1 or 3 channels decide before 4; when both ends fit equally, torch's channels-first
+    or numpy's channels-last convention decides.
+    """
+    for counts in ((1, 3), (4,)):
+        first, last = shape[0] in counts, shape[-1] in counts
+        if first and last:
+            return prefer_first, not prefer_first
+        if first or last:
+            return first, last
+    return False, False
+
+
+def _check_array_pixels(pixels: int, refuse: Callable[[str], DataError]) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and pixels > limit:
+        raise refuse(f"{pixels:,} pixels is above the limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS)")
 
 
 def _upright(im: Image.Image) -> Image.Image:
@@ -172,27 +343,31 @@ def _decode_reason(exc: BaseException) -> str:
 def _inspect(path: str) -> tuple[int, int] | str:
     """Decode one candidate file; return its (width, height), or why it is unusable."""
     try:
-        if os.stat(path).st_size == 0:
-            return "empty file (0 bytes)"
+        fp = open_regular_file(path)
+    except NotRegularFileError as exc:
+        return f"not a regular file ({exc})"
     except PermissionError:
         return "cannot be read (permission denied)"
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
+    except (OSError, ValueError) as exc:  # ValueError: a name with a NUL byte
+        return f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
     try:
-        with Image.open(path) as im:
-            _check_pixels(im)
-            width, height = im.size
-            if im.format == "JPEG":
-                im.draft("RGB", _DRAFT_SIZE)
-            # Decode before reading EXIF: for some formats getexif() decodes, and a decoding
-            # error swallowed there would let a broken image through.
-            im.load()
-            try:
-                if im.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
-                    width, height = height, width
-            except Exception:  # a broken EXIF block does not make the pixels unusable
-                pass
-            _to_rgb(im)
+        with fp:
+            if os.fstat(fp.fileno()).st_size == 0:
+                return "empty file (0 bytes)"
+            with Image.open(fp) as im:
+                _check_pixels(im)
+                width, height = im.size
+                if im.format == "JPEG":
+                    im.draft("RGB", _DRAFT_SIZE)
+                # Decode before reading EXIF: for some formats getexif() decodes, and a decoding
+                # error swallowed there would let a broken image through.
+                im.load()
+                try:
+                    if im.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
+                        width, height = height, width
+                except Exception:  # a broken EXIF block does not make the pixels unusable
+                    pass
+                _to_rgb(im)
     except Exception as exc:
         return _decode_reason(exc)
     return width, height
@@ -253,7 +428,11 @@ def _walk_class(folder: str, root: str, skipped: list[tuple[str, str]]) -> list[
             elif entry.is_symlink() and not os.path.exists(entry.path):
                 skipped.append((entry.path, "broken symbolic link"))
             else:  # a pipe, socket or device (perhaps behind a link): opening it could block
-                skipped.append((entry.path, "not a regular file"))
+                try:
+                    kind = f" ({file_kind(entry.stat().st_mode)})"
+                except OSError:
+                    kind = ""
+                skipped.append((entry.path, f"not a regular file{kind}"))
     return sorted(files)
 
 
