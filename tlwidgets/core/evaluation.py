@@ -6,19 +6,19 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tlwidgets.core.device import autocast_dtype
 from tlwidgets.core.errors import DataError, ModelError
+from tlwidgets.core.images import ACCEPTED_IMAGES, load_image
 
 PREDICTION_COLUMNS = ("path", "true", "pred", "confidence", "loss")
 PREDICT_COLUMNS = ("image", "rank", "class", "probability")
@@ -186,18 +186,14 @@ def evaluate(
     )
 
 
-def _open_image(item: Any) -> Image.Image:
-    if isinstance(item, Image.Image):
-        return item.convert("RGB")
-    path = Path(item)
+def _open_image(item: Any, position: int | None) -> Image.Image:
+    """One input of :func:`predict` as an RGB image; ``position`` is its index in a list."""
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(
-            f"Cannot read image {str(path)!r} ({exc}); check that the file exists and is an image."
-        ) from exc
+        return load_image(item)
+    except DataError as exc:
+        if position is None or isinstance(item, (str, os.PathLike)):
+            raise  # the message names the file
+        raise DataError(f"images[{position}]: {exc}") from exc
 
 
 def predict(
@@ -212,35 +208,42 @@ def predict(
 
     Args:
         model: the classifier; its training mode is restored after.
-        images: a path (str or Path), a PIL image, or a list of those.
+        images: a file path (str or Path), a PIL image, a numpy array (HxWx3 or HxW;
+            uint8 0-255 or float 0-1), a torch tensor (3xHxW or HxWx3; uint8 or float
+            0-1), or a list of those. Only regular files are read.
         transform: PIL image -> tensor (the evaluation transform of the data).
         classes: class names, in label order.
         k: rows per image; clipped to the number of classes.
         device: where to run; ``None`` keeps the model where it is.
 
     Returns:
-        Long DataFrame: image (the path, or the position in ``images`` for PIL images),
+        Long DataFrame: image (the path, or the position in ``images`` for in-memory images),
         rank (1..k), class, probability (descending within an image).
 
     Raises:
-        DataError: an image path cannot be read (the message names it).
+        DataError: an image path cannot be read (the message names it), or an input is not
+            an image (the message says what is accepted).
         ValueError: ``k`` < 1.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k={k!r} must be an integer >= 1.")
-    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    if images is None:
+        raise DataError(f"images=None: nothing to predict. Pass {ACCEPTED_IMAGES}.")
+    listed = isinstance(images, (list, tuple))
+    items = list(images) if listed else [images]
     if not items:
         return pd.DataFrame(columns=list(PREDICT_COLUMNS))
     k = min(k, len(classes))
     if device is not None:
         model.to(device)
     dev = _model_device(model)
-    keys = [i if isinstance(item, Image.Image) else str(item) for i, item in enumerate(items)]
+    keys = [os.fspath(item) if isinstance(item, (str, os.PathLike)) else i for i, item in enumerate(items)]
     rows = []
     with eval_mode(model), torch.no_grad():
         for start in range(0, len(items), 32):
             chunk = items[start:start + 32]
-            x = torch.stack([transform(_open_image(item)) for item in chunk]).to(dev)
+            x = torch.stack([transform(_open_image(item, start + j if listed else None))
+                             for j, item in enumerate(chunk)]).to(dev)
             logits = logits_of(model(x)).float()
             _check_outputs(logits, classes)
             top_p, top_i = logits.softmax(1).topk(k, dim=1)
