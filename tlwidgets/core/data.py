@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from torch.utils.data import Dataset
 from . import data_sources as sources
 from .data_sources import torchvision_names
 from .errors import DataError
-from .images import Progress, Sample, _Scan, _scan, is_hidden, load_image, scan_folder
+from .images import Progress, Sample, _Scan, _scan, file_kind, is_hidden, load_image, scan_folder
 from .transforms import make_transforms
 
 __all__ = [
@@ -216,17 +217,25 @@ def load_data(
     Raises:
         DataError: a missing source, bad argument, or fewer than two usable classes.
     """
+    # Every option is checked before anything is scanned, extracted or downloaded.
     val_fraction = _check_fraction(val_fraction)
-    if max_per_class is not None and (isinstance(max_per_class, bool) or int(max_per_class) != max_per_class
-                                      or max_per_class < 1):
-        raise DataError(f"max_per_class={max_per_class!r} must be a positive whole number or None.")
+    seed = _check_seed(seed)
+    max_per_class = _check_max_per_class(max_per_class)
     try:
         text = os.fspath(source)
     except TypeError:
+        text = None
+    if not isinstance(text, str):
         raise DataError(
             f"source={source!r} is not a folder, archive path or dataset name; pass e.g. a folder "
             "path, 'demo' or 'torchvision:CIFAR10'."
-        ) from None
+        )
+    if not text.strip():
+        # Path("") is the current folder: an empty text box must not scan wherever the kernel runs.
+        raise DataError(
+            f"source={source!r} is empty. Pass a folder with {_LAYOUT_HINT}; an archive; 'demo'; "
+            "or a torchvision dataset such as 'torchvision:CIFAR10'."
+        )
     path = Path(text).expanduser()
     is_tv = text.lower().startswith("torchvision:")
     if text.strip().lower() in ("demo", "demo:digits"):
@@ -247,7 +256,9 @@ def load_data(
                 f"({', '.join(sources.ARCHIVE_SUFFIXES)})."
             )
         folder = sources.extract_archive(path)
-        return _load_folder(folder, text, "archive", val_fraction, seed, max_per_class, progress)
+        return _load_folder(folder, text, "archive", val_fraction, seed, max_per_class, progress,
+                            shown=f"The archive {path}")
+    _refuse_special(path)
     if not path.is_dir():
         raise DataError(
             f"Folder not found: {path}. Pass a folder with {_LAYOUT_HINT}; an archive "
@@ -255,6 +266,39 @@ def load_data(
             "'torchvision:CIFAR10'."
         )
     return _load_folder(path, text, "folder", val_fraction, seed, max_per_class, progress)
+
+
+def _refuse_special(path: Path) -> None:
+    """A named pipe, socket or device is neither a folder nor an archive; reading it could block."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise DataError(f"{path} is {file_kind(mode)}, not a folder or an archive file. Pass a folder "
+                        f"with {_LAYOUT_HINT}, or a .zip or .tar archive.")
+
+
+def _check_seed(seed: Any) -> int:
+    """The split seed as an int in 0 .. 2**32 - 1 (what numpy's RandomState takes)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise DataError(
+            f"seed={seed!r} must be a whole number from 0 to {2**32 - 1} (2**32 - 1); the same seed "
+            "gives the same split."
+        )
+    return int(seed)
+
+
+def _check_max_per_class(max_per_class: Any) -> int | None:
+    if max_per_class is None:
+        return None
+    if (isinstance(max_per_class, (bool, np.bool_)) or not isinstance(max_per_class, (int, np.integer))
+            or max_per_class < 1):
+        raise DataError(
+            f"max_per_class={max_per_class!r} must be a positive whole number (at most that many "
+            "images per class), or None for all images."
+        )
+    return int(max_per_class)
 
 
 def _check_fraction(val_fraction: Any) -> float:
@@ -272,13 +316,13 @@ def _check_fraction(val_fraction: Any) -> float:
 
 def _load_folder(
     folder: Path, source: str, kind: str, val_fraction: float, seed: int,
-    max_per_class: int | None, progress: Progress | None,
+    max_per_class: int | None, progress: Progress | None, shown: str | None = None,
 ) -> DataBundle:
     split = _find_split_folders(folder)
     if split is not None:
         layout = "train/val folders" if kind == "folder" else f"{kind} (train/val folders)"
-        return _from_split_folders(folder, source, layout, *split, max_per_class, progress)
-    return _from_folder(folder, source, kind, val_fraction, seed, max_per_class, progress)
+        return _from_split_folders(folder, source, layout, *split, max_per_class, progress, shown)
+    return _from_folder(folder, source, kind, val_fraction, seed, max_per_class, progress, shown)
 
 
 def _find_split_folders(folder: Path) -> tuple[str, str] | None:
@@ -295,20 +339,20 @@ def _find_split_folders(folder: Path) -> tuple[str, str] | None:
 
 def _from_folder(
     folder: Path, source: str, layout: str, val_fraction: float, seed: int,
-    max_per_class: int | None, progress: Progress | None,
+    max_per_class: int | None, progress: Progress | None, shown: str | None = None,
 ) -> DataBundle:
     scan = _scan(folder, max_per_class, progress)
-    _require_classes(scan, folder)
+    _require_classes(scan, shown or str(folder))
     train, val, notes = _split(scan.samples, scan.classes, val_fraction, seed)
     return _bundle(source, layout, scan.classes, train, val, scan.skipped, scan.sizes, notes)
 
 
 def _from_split_folders(
     folder: Path, source: str, layout: str, train_name: str, val_name: str,
-    max_per_class: int | None, progress: Progress | None,
+    max_per_class: int | None, progress: Progress | None, shown: str | None = None,
 ) -> DataBundle:
     train_scan = _scan(folder / train_name, max_per_class, progress)
-    _require_classes(train_scan, folder / train_name)
+    _require_classes(train_scan, f"{shown}: its {train_name}/ folder" if shown else str(folder / train_name))
     val_scan = _scan(folder / val_name, max_per_class, progress, class_names=train_scan.classes)
     skipped = train_scan.skipped + val_scan.skipped
     for entry in sorted(folder.iterdir()):
@@ -324,13 +368,14 @@ def _from_split_folders(
     have_val = {s.label for s in val_scan.samples}
     lacking = [name for i, name in enumerate(train_scan.classes) if i not in have_val]
     if lacking:
-        shown = ", ".join(lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else "")
-        notes.append(f"No validation images for {len(lacking)} of {len(train_scan.classes)} classes: {shown}.")
+        listed = ", ".join(lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else "")
+        notes.append(f"No validation images for {len(lacking)} of {len(train_scan.classes)} classes: {listed}.")
     return _bundle(source, layout, train_scan.classes, train_scan.samples, val_scan.samples,
                    sorted(skipped), train_scan.sizes + val_scan.sizes, notes)
 
 
-def _require_classes(scan: _Scan, folder: Path) -> None:
+def _require_classes(scan: _Scan, folder: str) -> None:
+    """At least two classes; ``folder`` names the folder (or the archive) for people."""
     if len(scan.classes) >= 2:
         return
     found = f"only {scan.classes[0]!r}" if scan.classes else "none"
@@ -401,19 +446,21 @@ def holdout_samples(folder: str | os.PathLike[str], classes: Sequence[str]) -> l
         DataError: listing class folders unknown to training (and those missing), or when
             the folder holds no usable image.
     """
-    path = Path(folder).expanduser()
+    path = shown = Path(folder).expanduser()
     if path.is_file() and sources.is_archive(path):
         path = sources.extract_archive(path)
+    else:
+        _refuse_special(path)
     scan = _scan(path)
     unknown = sorted(set(scan.classes) - set(classes))
     missing = [c for c in classes if c not in scan.classes]
     if unknown:
         lacking = f" It also lacks: {', '.join(missing)}." if missing else ""
         raise DataError(
-            f"{path} has class folders the model was not trained on: {', '.join(unknown)}. "
+            f"{shown} has class folders the model was not trained on: {', '.join(unknown)}. "
             f"Training classes: {', '.join(classes)}.{lacking} Rename or remove those folders."
         )
     if not scan.samples:
-        raise DataError(f"{path} holds no usable images; expected {_LAYOUT_HINT}.")
+        raise DataError(f"{shown} holds no usable images; expected {_LAYOUT_HINT}.")
     index = {name: i for i, name in enumerate(classes)}
     return [Sample(s.path, index[scan.classes[s.label]]) for s in scan.samples]
