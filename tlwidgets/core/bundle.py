@@ -14,10 +14,12 @@ A bundle is a folder (or the same files in a ``.zip``) holding:
     The data root and the training and validation files (relative paths and labels),
     when data was loaded; it restores the exact split.
 
-:func:`load` rebuilds the architecture with random weights, installs the stored head,
-loads the tensors, applies the frozen set and restores every session trait. Bundles
-written by a generated training script (:mod:`tlwidgets.core.script`) use the same
-format, so they open the same way.
+:func:`load` reads only plain files inside the bundle, each of bounded size, and checks
+every field (:mod:`tlwidgets.core.bundle_schema`) before it rebuilds the architecture with
+random weights, installs the stored head, loads the tensors, applies the frozen set and
+restores every session trait. :func:`save` replaces only these three files of a bundle
+folder, each whole, and leaves anything else in it. Bundles written by a generated
+training script (:mod:`tlwidgets.core.script`) use the same format, so they open the same way.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,7 +40,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from . import data as data_mod
+from . import _bundle_files as files, bundle_schema as schema, data as data_mod
 from .errors import ModelError
 from .runs import run_to_dict
 
@@ -199,131 +200,138 @@ def state_dict_for_saving(model: nn.Module) -> dict[str, Tensor]:
 def save(session: Session, path: str | os.PathLike[str]) -> Path:
     """Write the session to a bundle folder, or to a ``.zip`` of the same files.
 
-    An existing bundle at ``path`` is replaced; any other existing file or non-empty
-    folder is refused, so nothing of the user's is overwritten by accident.
+    In an existing bundle folder only the bundle's own three files are replaced, each whole
+    (``tlwidgets.json`` last); anything else in the folder stays. Any other existing file or
+    non-empty folder is refused, so nothing of the user's is overwritten by accident.
 
     Returns:
         The absolute path written.
 
     Raises:
-        ModelError: no model, or ``path`` holds something that is not a bundle.
+        ModelError: no model; ``path`` holds something that is not a bundle; or nothing can
+            be written there (nothing is then left behind).
     """
     if session.model is None or session.spec is None:
         raise ModelError("Nothing to save: load a model first (and train it).")
-    dest = Path(path).expanduser().resolve()
-    _check_target(dest)
+    shown, dest = files.target(path)
     meta = session_metadata(session)
     split = split_of(session.data) if session.data is not None else None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tlw-save-", dir=dest.parent) as tmp:
-        folder = Path(tmp) / "bundle"
-        write_folder(folder, state_dict_for_saving(session.model), meta, split)
+    state = state_dict_for_saving(session.model)
+    created: list[Path] = []
+    try:
+        files.check_target(dest, shown, META_FILE)
         if dest.suffix.lower() == ".zip":
-            part = Path(tmp) / "bundle.zip"
-            with zipfile.ZipFile(part, "w") as zf:
-                for name in (META_FILE, WEIGHTS_FILE, SPLIT_FILE):
-                    if (folder / name).is_file():
-                        zf.write(folder / name, name, compress_type=zipfile.ZIP_DEFLATED)
-            os.replace(part, dest)
+            files.make_folders(dest.parent, created)
+            _write_zip(dest, state, meta, split)
         else:
-            old = Path(tmp) / "old"
-            if dest.exists():
-                os.replace(dest, old)
-            os.replace(folder, dest)
+            files.make_folders(dest, created)
+            write_folder(dest, state, meta, split)
+    except OSError as exc:
+        files.remove_folders(created)
+        name = Path(str(exc.filename)) if exc.filename else dest
+        if name.name.startswith(files.TEMP_PREFIX):
+            name = name.parent  # the folder that refused it; the temporary name means nothing to the user
+        where = f" ({name})" if name != dest else ""
+        raise ModelError(
+            f"Cannot save to {shown}: {exc.strerror or exc}{where}. Nothing was written; "
+            "choose a folder you can write to (for example one in your home folder)."
+        ) from exc
     return dest
 
 
 def write_folder(
     folder: Path, state: Mapping[str, Tensor], meta: dict[str, Any], split: dict[str, Any] | None
 ) -> None:
-    """Write weights, ``split.json`` and (last, with the weights' SHA-256) ``tlwidgets.json``."""
-    from safetensors.torch import save_file
+    """Write weights, ``split.json`` and (last, with the weights' SHA-256) ``tlwidgets.json`` into ``folder``.
 
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / WEIGHTS_FILE
-    save_file(dict(state), str(weights), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
-    meta = dict(meta)
-    meta["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256(weights.read_bytes()), "num_tensors": len(state)}
-    if split is not None:
-        (folder / SPLIT_FILE).write_text(_dumps(split), encoding="utf-8")
-    (folder / META_FILE).write_text(_dumps(meta, indent=1), encoding="utf-8")
+    Each file replaces the old one whole; other files in ``folder`` are left alone. Without
+    ``split``, an old ``split.json`` is removed (it would describe other data).
+    """
+    import safetensors.torch
 
-
-def _check_target(dest: Path) -> None:
-    if not dest.exists():
-        return
-    if dest.is_dir():
-        if any(dest.iterdir()) and not (dest / META_FILE).is_file():
-            raise ModelError(
-                f"{dest} is a folder that is not a tlwidgets bundle; refusing to overwrite it. "
-                "Choose a new path (a bundle is a folder of its own)."
-            )
-    elif not (dest.suffix.lower() == ".zip" and _zip_is_bundle(dest)):
-        raise ModelError(f"{dest} exists and is not a tlwidgets bundle; choose another path.")
-
-
-def _zip_is_bundle(path: Path) -> bool:
+    temps: list[Path] = []
     try:
-        with zipfile.ZipFile(path) as zf:
-            return META_FILE in zf.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
+        weights = files.temp_file(folder, WEIGHTS_FILE, temps)
+        safetensors.torch.save_file(dict(state), str(weights), metadata=_WEIGHTS_METADATA)
+        files.flush_to_disk(weights)
+        texts = _texts(meta, split, weights, len(state))
+        written = {name: files.temp_file(folder, name, temps, text) for name, text in texts.items()}
+        os.replace(weights, folder / WEIGHTS_FILE)
+        if SPLIT_FILE in written:
+            os.replace(written[SPLIT_FILE], folder / SPLIT_FILE)
+        elif os.path.lexists(folder / SPLIT_FILE) and not (folder / SPLIT_FILE).is_dir():
+            os.unlink(folder / SPLIT_FILE)
+        os.replace(written[META_FILE], folder / META_FILE)
+    finally:
+        files.remove_files(temps)
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _write_zip(dest: Path, state: Mapping[str, Tensor], meta: dict[str, Any], split: dict[str, Any] | None) -> None:
+    import safetensors.torch
+
+    temps: list[Path] = []
+    try:
+        weights = files.temp_file(dest.parent, WEIGHTS_FILE, temps)
+        safetensors.torch.save_file(dict(state), str(weights), metadata=_WEIGHTS_METADATA)
+        texts = _texts(meta, split, weights, len(state))
+        part = files.temp_file(dest.parent, dest.name, temps)
+        with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.write(weights, WEIGHTS_FILE)
+            for name, text in texts.items():
+                zf.writestr(name, text)
+        files.flush_to_disk(part)
+        os.replace(part, dest)
+    finally:
+        files.remove_files(temps)
+
+
+_WEIGHTS_METADATA = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+
+
+def _texts(meta: dict[str, Any], split: dict[str, Any] | None, weights: Path, num_tensors: int) -> dict[str, bytes]:
+    """``split.json`` (when there is data) and ``tlwidgets.json`` (last), with the weights' SHA-256."""
+    meta = {**meta, "weights": {"file": WEIGHTS_FILE, "sha256": files.sha256_file(weights), "num_tensors": num_tensors}}
+    texts = {SPLIT_FILE: _dumps(split).encode("utf-8")} if split is not None else {}
+    texts[META_FILE] = _dumps(meta, indent=1).encode("utf-8")
+    return texts
 
 
 # ---------------------------------------------------------------------------- reading
-def _read_files(path: Path) -> tuple[dict[str, Any], bytes, dict[str, Any] | None]:
-    """``(metadata, weights bytes, split or None)`` of a bundle folder or zip."""
-    if path.is_dir():
-        meta_file = path / META_FILE
-        if not meta_file.is_file():
+def _read_bundle(path: Path, weights: bool = True, split: bool = True) -> tuple[dict[str, Any], bytes, Any]:
+    """``(checked metadata, weights bytes, split or None)`` of a bundle folder or zip."""
+    with files.open_bundle(path, _SAVE_HINT) as read:
+        raw = read(META_FILE, schema.MAX_JSON_BYTES)
+        if raw is None:
             raise ModelError(f"{path} is not a tlwidgets bundle: it has no {META_FILE}. {_SAVE_HINT}")
-        meta = _parse_json(meta_file.read_bytes(), meta_file)
-        weights_name = _weights_name(meta, path)
-        weights_file = path / weights_name
-        if not weights_file.is_file():
-            raise ModelError(f"The bundle {path} lacks its weights file {weights_name}.")
-        split_file = path / SPLIT_FILE
-        split = _parse_json(split_file.read_bytes(), split_file) if split_file.is_file() else None
-        return meta, weights_file.read_bytes(), split
-    if path.is_file() and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-            if META_FILE not in names:
-                raise ModelError(f"{path} is a zip but not a tlwidgets bundle: it has no {META_FILE}. {_SAVE_HINT}")
-            meta = _parse_json(zf.read(META_FILE), path / META_FILE)
-            weights_name = _weights_name(meta, path)
-            if weights_name not in names:
-                raise ModelError(f"The bundle {path} lacks its weights file {weights_name}.")
-            split = _parse_json(zf.read(SPLIT_FILE), path / SPLIT_FILE) if SPLIT_FILE in names else None
-            return meta, zf.read(weights_name), split
-    if not path.exists():
-        raise ModelError(f"No bundle at {path}: the path does not exist.")
-    raise ModelError(f"{path} is not a tlwidgets bundle (a folder or .zip holding {META_FILE}). {_SAVE_HINT}")
+        meta = _parse_json(raw, path / META_FILE)
+        if meta.get("format") != FORMAT:
+            found = repr(meta.get("format"))[:60]
+            raise ModelError(f"{path / META_FILE} is not tlwidgets bundle metadata (format {found}).")
+        schema.check_metadata(meta, str(path / META_FILE), FORMAT_VERSION)
+        raw = read(SPLIT_FILE, schema.MAX_JSON_BYTES) if split else None
+        parsed = None if raw is None else _parse_json(raw, path / SPLIT_FILE)
+        if parsed is not None:
+            schema.check_split(parsed, str(path / SPLIT_FILE))
+        name = _weights_name(meta, path)
+        tensors = read(name, schema.MAX_WEIGHTS_BYTES) if weights else b""
+        if tensors is None:
+            raise ModelError(f"The bundle {path} lacks its weights file {name}.")
+        return meta, tensors, parsed
 
 
 def _parse_json(raw: bytes, where: Path) -> dict[str, Any]:
     try:
         value = json.loads(raw.decode("utf-8"))
+    except RecursionError as exc:
+        raise ModelError(f"{where} is nested too deeply to be bundle data; the bundle is damaged.") from exc
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ModelError(f"{where} is not valid JSON ({exc}); the bundle is damaged.") from exc
+        raise ModelError(f"{where} is not valid JSON ({str(exc)[:200]}); the bundle is damaged.") from exc
     if not isinstance(value, dict):
         raise ModelError(f"{where} must hold a JSON object; the bundle is damaged.")
     return value
 
 
 def _weights_name(meta: dict[str, Any], path: Path) -> str:
-    if meta.get("format") != FORMAT:
-        raise ModelError(f"{path}/{META_FILE} is not tlwidgets bundle metadata (format {meta.get('format')!r}).")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelError(
-            f"{path} uses bundle format version {version!r}, newer than this tlwidgets reads "
-            f"({FORMAT_VERSION}); upgrade tlwidgets to open it."
-        )
     name = str((meta.get("weights") or {}).get("file", WEIGHTS_FILE))
     if name != Path(name).name or not name.endswith(".safetensors"):
         raise ModelError(
@@ -339,23 +347,30 @@ def _tensors(raw: bytes, meta: dict[str, Any], path: Path) -> dict[str, Tensor]:
     from safetensors.torch import load as st_load
 
     want = (meta.get("weights") or {}).get("sha256")
-    if want and _sha256(raw) != want:
+    if want and hashlib.sha256(raw).hexdigest() != want:
         raise ModelError(
             f"The weights in {path} do not match the SHA-256 recorded in {META_FILE}: the file was "
             "changed or damaged after saving, so it is not loaded. Save the bundle again."
         )
     try:
         return st_load(raw)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
+    except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
         raise ModelError(
-            f"The weights in {path} are not a safetensors file ({exc}). A bundle's weights are read "
+            f"The weights in {path} are not a safetensors file ({str(exc)[:200]}). A bundle's weights are read "
             "only as safetensors; a pickled file is never opened, because unpickling can run code."
         ) from exc
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``tlwidgets.json`` of a bundle folder or zip (nothing else is read or run)."""
-    return _read_files(Path(path).expanduser())[0]
+    """The checked ``tlwidgets.json`` of a bundle folder or zip (nothing else is read or run)."""
+    return _read_bundle(_source(path), weights=False, split=False)[0]
+
+
+def _source(path: str | os.PathLike[str]) -> Path:
+    try:
+        return Path(path).expanduser().resolve()
+    except (OSError, RuntimeError, TypeError, ValueError) as exc:
+        raise ModelError(f"Cannot open {path!r} as a bundle ({exc}).") from exc
 
 
 # ---------------------------------------------------------------------------- loading
@@ -376,13 +391,15 @@ def load(
         session_cls: the class to create (``Session`` or a subclass).
 
     Raises:
-        ModelError: not a bundle, a newer format, weights that are not safetensors or do
-            not fit the stored architecture.
+        ModelError: not a bundle, a newer format, a file that is not a plain file of the
+            bundle or too large, a field of the wrong type or out of its range (see
+            :mod:`tlwidgets.core.bundle_schema`), weights that are not safetensors or do not
+            fit the stored architecture; the message names the file and the field.
     """
     from ._restore import restore
 
-    src = Path(path).expanduser().resolve()
-    meta, raw, split = _read_files(src)
+    src = _source(path)
+    meta, raw, split = _read_bundle(src, split=data is not False)
     return restore(src, meta, _tensors(raw, meta, src), split, device, data, session_cls)
 
 
