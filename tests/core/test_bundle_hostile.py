@@ -156,6 +156,8 @@ def test_saving_where_nothing_can_be_written_is_refused_and_leaves_nothing(small
     assert str(target) in message and "Nothing was written" in message
     if "file" in where:
         assert f"{tmp_path / 'afile'} is a file, not a folder" in message
+    else:
+        assert "the folder /proc does not accept new files" in message
     assert _tree(tmp_path) == before
     assert not os.path.exists("/proc/x")
 
@@ -356,6 +358,22 @@ def test_zip_members_larger_than_the_bound_are_refused_unread(
     path = small[0].save(tmp_path / "model.zip")
     monkeypatch.setattr(bundle_schema, "MAX_JSON_BYTES", 1000)
     _refused(path, "more than")
+
+
+def test_a_zip_listing_many_entries_is_refused_before_they_are_listed(small, tmp_path: Path) -> None:
+    path = small[0].save(tmp_path / "model.zip")
+    with zipfile.ZipFile(path, "a") as zf:
+        for i in range(100):
+            zf.writestr(f"extra/{i}.txt", b"")
+    with pytest.raises(ModelError, match=re.escape(str(path)) + ".* lists 103 entries"):
+        Session.load(path, device="cpu")
+
+
+def test_saving_a_zip_over_a_folder_of_that_name_is_refused(small, tmp_path: Path) -> None:
+    (tmp_path / "model.zip").mkdir()
+    with pytest.raises(ModelError, match="is a folder, so a .zip bundle cannot be written there"):
+        small[0].save(tmp_path / "model.zip")
+    assert list((tmp_path / "model.zip").iterdir()) == []
 
 
 @pytest.mark.parametrize("name", [META, WEIGHTS, SPLIT])

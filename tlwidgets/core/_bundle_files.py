@@ -10,6 +10,7 @@ over the old one, so a reader finds the old file or the new one, never half of o
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -189,6 +190,15 @@ def _zip_is_bundle(path: Path, marker: str) -> bool:
             return marker in zf.namelist()
     except (OSError, ModelError, ValueError, EOFError, zipfile.BadZipFile):
         return False
+
+
+def why_not_written(exc: OSError) -> str:
+    """What refused a file or folder of a save, in words: the folder that does not take new
+    entries (not the temporary name the user never chose), or the system's reason."""
+    reason = exc.strerror or str(exc)
+    if exc.filename and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR):
+        return f"the folder {Path(str(exc.filename)).parent} does not accept new files ({reason})"
+    return reason
 
 
 def make_folders(folder: Path, created: list[Path]) -> None:

@@ -228,12 +228,8 @@ def save(session: Session, path: str | os.PathLike[str]) -> Path:
             write_folder(dest, state, meta, split)
     except OSError as exc:
         files.remove_folders(created)
-        name = Path(str(exc.filename)) if exc.filename else dest
-        if name.name.startswith(files.TEMP_PREFIX):
-            name = name.parent  # the folder that refused it; the temporary name means nothing to the user
-        where = f" ({name})" if name != dest else ""
         raise ModelError(
-            f"Cannot save to {shown}: {exc.strerror or exc}{where}. Nothing was written; "
+            f"Cannot save to {shown}: {files.why_not_written(exc)}. Nothing was written; "
             "choose a folder you can write to (for example one in your home folder)."
         ) from exc
     return dest
