@@ -235,6 +235,12 @@ def run_tutorial(epochs: int, workers: int) -> dict:
 
 
 def run_fastai(epochs: int) -> dict:
+    return fastai_fine_tune(*_split(), epochs)
+
+
+def fastai_fine_tune(classes: list[str], train: list[tuple[str, int]], val: list[tuple[str, int]],
+                     epochs: int) -> dict:
+    """fastai's ``fine_tune(epochs)`` of Lite0 with a new head on this split, on the CPU."""
     import torch
     from fastai.vision.all import (
         CategoryBlock, DataBlock, FuncSplitter, ImageBlock, Learner, Normalize, Recorder, Resize, accuracy,
@@ -243,7 +249,6 @@ def run_fastai(epochs: int) -> dict:
 
     from tlwidgets.core import catalog
 
-    classes, train, val = _split()
     rows = train + val
     val_paths = {p for p, _ in val}
     labels = {p: classes[y] for p, y in rows}
@@ -256,7 +261,7 @@ def run_fastai(epochs: int) -> dict:
         item_tfms=Resize(224),
         batch_tfms=Normalize.from_stats(torch.tensor(spec.mean), torch.tensor(spec.std)),
     )
-    dls = block.dataloaders(DATA, bs=32, device="cpu")  # tlwidgets' batch size (fastai's default 64
+    dls = block.dataloaders(Path(train[0][0]).parent, bs=32, device="cpu")  # tlwidgets' batch size (fastai's default 64
     # leaves 3 steps per epoch on 240 images)
     model = _lite0(len(classes))
 

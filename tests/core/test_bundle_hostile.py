@@ -220,7 +220,7 @@ def _more_classes(doc: dict) -> None:
 
 META_EDITS = {  # name: (edit, words the message must hold)
     "image size of a million": (_set("transforms", "image_size", value=1_000_000),
-                                ["transforms.image_size 1000000 is out of range (16 to 1024)", "save the session again"]),
+                                ["transforms.image_size 1000000 is out of range (32 to 1024)", "save the session again"]),
     "image size 0": (_set("transforms", "image_size", value=0), ["transforms.image_size 0 is out of range"]),
     "image size as text": (_set("transforms", "image_size", value="64"), ["transforms.image_size", "whole number"]),
     "resize of a billion": (_set("transforms", "resize_size", value=10**9), ["transforms.resize_size"]),

@@ -206,7 +206,7 @@ def test_trainer_restore_without_a_session() -> None:
 def test_resume_refuses_a_checkpoint_of_another_model_or_other_options(folder: Path, tmp_path: Path) -> None:
     s = _session(folder)
     path = tmp_path / "run.ckpt"
-    s.fit(checkpoint=path, epochs=1, batch_size=8, precision="fp32")
+    s.fit(checkpoint=path, epochs=1, batch_size=8, precision="fp32", lr=1e-3)
     with pytest.raises(TrainingError, match=r"these differ: lr=0\.1 \(the checkpoint has 0\.001\)"):
         s.fit(resume=path, lr=0.1)
     other = Session(device="cpu", image_size=32)

@@ -20,16 +20,18 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .errors import ModelError
+from .heads import MAX_CLASSES, MAX_HIDDEN
+from .transforms import IMAGE_SIZE_RANGE
 
 #: Largest ``tlwidgets.json`` or ``split.json`` read, in bytes.
 MAX_JSON_BYTES = 64 * 2**20
 #: Largest weights file read, in bytes (the biggest catalog model is 2.5 GB).
 MAX_WEIGHTS_BYTES = 4 * 2**30
 #: Sides in pixels: the crop the model sees, and the resize before it.
-IMAGE_SIDE = (16, 1024)
+IMAGE_SIDE = IMAGE_SIZE_RANGE
 RESIZE_SIDE = (16, round(1024 * 256 / 224))
-NUM_CLASSES = (2, 100_000)
-HIDDEN = (1, 65_536)
+NUM_CLASSES = (2, MAX_CLASSES)
+HIDDEN = (1, MAX_HIDDEN)
 #: Characters of a class name, layer name or other short text; of a path; of an error message.
 MAX_TEXT = 1_000
 MAX_PATH = 4_096

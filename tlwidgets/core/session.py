@@ -27,6 +27,7 @@ from .device import best_device, describe
 from .errors import BusyError, ConfigError, DataError, ModelError
 from .events import Events, EventsCallback
 from .runs import RunRecorder
+from .transforms import IMAGE_SIZE_RANGE
 from .session_layers import SessionLayers
 from .session_outputs import SessionOutputs
 
@@ -35,9 +36,6 @@ _IMAGENET = dataclasses.make_dataclass(
     [("resize_size", int), ("input_size", int), ("mean", tuple), ("std", tuple), ("interpolation", str)],
 )(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
 
-#: Smallest and largest ``image_size`` (pixels per side): below 32 the deeper networks shrink
-#: their feature maps to nothing; above 1024 one batch of 32 images needs gigabytes.
-IMAGE_SIZE_RANGE = (32, 1024)
 
 
 class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):

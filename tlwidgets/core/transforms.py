@@ -16,6 +16,11 @@ from torchvision.transforms import functional as TF
 
 from .errors import DataError, ModelError
 
+#: Smallest and largest image size (pixels per side) a session or a bundle may ask for:
+#: below 32 the deeper networks shrink their feature maps to nothing; above 1024 one batch
+#: of 32 images needs gigabytes.
+IMAGE_SIZE_RANGE = (32, 1024)
+
 _MAX_ASPECT = 8  # longest side of a resized image, in multiples of the short side's target
 
 _INTERPOLATION = {
