@@ -146,10 +146,29 @@ def test_replacing_the_head_for_the_data_classes(page: Any, screenshot_dir: Path
     screenshot(page, APP, "head_editor.png", screenshot_dir)
 
 
-def test_training_two_epochs_draws_curves_and_the_assessment(page: Any, screenshot_dir: Path) -> None:
+def test_train_with_no_option_touched_reaches_the_accuracy_the_features_allow(page: Any) -> None:
     select_tab(page, "5. Train")
     train = page.locator(f"{TRAIN} .tlw-train")
     assert train.is_enabled()
+    assert page.locator(f"{TRAIN} .tlw-opt-auto-epochs input").is_checked(), "Auto is the default"
+    start = time.perf_counter()
+    train.click()
+    done = wait_for_text(page, PROGRESS, r"Done: \d+ epochs", timeout=300)
+    accuracy = wait_for_text(page, f"{TRAIN} .tlw-accuracy", r"Accuracy \d+\.\d%", timeout=60)
+    TIMINGS["train_default_s"] = time.perf_counter() - start
+    value = float(re.search(r"Accuracy (\d+\.\d)%", accuracy).group(1))
+    assert value >= 90.0, (accuracy, done)
+    assert "Restored epoch" in done or "Stopped at epoch" in done, done  # the decisions, in words
+    assert visible_errors(page) == []
+
+
+def test_training_two_epochs_draws_curves_and_the_assessment(page: Any, screenshot_dir: Path) -> None:
+    select_tab(page, "3. Head")
+    page.locator(f"{HEAD} .tlw-replace-head").click()  # a new head starts a new history
+    select_tab(page, "5. Train")
+    train = page.locator(f"{TRAIN} .tlw-train")
+    wait_for_text(page, STATUS, r"status: idle")
+    page.locator(f"{TRAIN} .tlw-opt-auto-epochs input").uncheck()
     set_number(page, f"{TRAIN} .tlw-opt-epochs", 2)
     start = time.perf_counter()
     train.click()

@@ -50,6 +50,7 @@ def test_voila_shows_only_the_app(page: Any, screenshot_dir: Path) -> None:
 
 def test_the_app_trains_in_voila(page: Any) -> None:
     select_tab(page, "5. Train")
+    page.locator(f"{TRAIN} .tlw-opt-auto-epochs input").uncheck()
     set_number(page, f"{TRAIN} .tlw-opt-epochs", 1)
     start = time.perf_counter()
     page.locator(f"{TRAIN} .tlw-train").click()

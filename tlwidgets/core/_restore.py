@@ -136,7 +136,7 @@ def _build_model(
     except ModelError as exc:
         if spec.source != "packaged":
             refuse(where, "model.name", f"{base!r} cannot be built ({exc})")
-        if spec.arch != getattr(catalog, "_PACKAGED_ARCH", None):
+        if spec.arch != catalog.PACKAGED_ARCH:
             refuse(where, "model.arch", f"{spec.arch!r} is not the packaged model")
         try:
             import timm

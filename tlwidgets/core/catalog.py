@@ -25,7 +25,7 @@ from tlwidgets.core.heads import find_head, infer_head, replace_head
 DEFAULT_MODEL = "efficientnet_lite0"
 
 _PACKAGED = "efficientnet_lite0"
-_PACKAGED_ARCH = "tf_efficientnet_lite0"
+PACKAGED_ARCH = "tf_efficientnet_lite0"
 _AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 
 # Name prefix -> family, following the sections of torchvision's model documentation.
@@ -140,7 +140,7 @@ def _packaged_specs() -> dict[str, ModelSpec]:
     imagenet = _torchvision_specs()["resnet18"].class_names
     return {
         _PACKAGED: ModelSpec(
-            name=_PACKAGED, family="EfficientNet", source="packaged", arch=_PACKAGED_ARCH,
+            name=_PACKAGED, family="EfficientNet", source="packaged", arch=PACKAGED_ARCH,
             # Published by the model's authors (TF EfficientNet-Lite0 in timm's model card).
             params_m=4.652008, gflops=0.4, size_mb=os.path.getsize(path) / 2**20,
             top1=75.1, top5=92.2, input_size=224, resize_size=256,  # crop_pct 0.875
