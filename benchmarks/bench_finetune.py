@@ -9,9 +9,9 @@ Every contender trains the same pretrained EfficientNet-Lite0 with a new 5-class
 head on the same split (80/20, seed 0, stratified), on the CPU:
 
 (a) tlwidgets through the Session: ``load_model``, ``load_data``, ``replace_head``,
-    ``freeze_backbone``, ``fit(epochs=20)`` with every other option at its default (Adam,
-    lr 1e-3, one-cycle, batch 32) — frozen backbone, cached features, bf16 autocast where
-    the CPU has it, channels-last (also run with ``precision="fp32"``);
+    ``freeze_backbone``, ``fit()`` with every option at its default (``epochs="auto"``:
+    early stopping, keep-best; Adam at 3e-3, batch 32) — frozen backbone, cached features,
+    bf16 autocast where the CPU has it, channels-last (also run with ``precision="fp32"``);
 (b) the loop of torchvision's transfer-learning tutorial, "ConvNet as fixed feature
     extractor": frozen backbone, fp32, a forward pass every epoch, SGD(lr=0.001,
     momentum=0.9), StepLR(7, 0.1), batch 4, RandomResizedCrop + flip for training,
@@ -88,7 +88,11 @@ class _Target:
             self.time_s, self.epoch = time.perf_counter() - self.start, epoch
 
 
-def run_tlwidgets(epochs: int, precision: str = "auto", live: bool = False) -> dict:
+def _epochs(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
+def run_tlwidgets(epochs: int | str, precision: str = "auto", live: bool = False) -> dict:
     import torch
 
     from tlwidgets import Session
@@ -114,10 +118,12 @@ def run_tlwidgets(epochs: int, precision: str = "auto", live: bool = False) -> d
     history = s.fit(epochs=epochs, callbacks=callbacks)
     wall = time.perf_counter() - start
     first = history.epochs[0]
+    kept = history.epochs[(history.best_epoch or len(history.epochs)) - 1]
+    call = "fit()" if epochs == "auto" else f"fit(epochs={epochs})"
     return {
-        "name": f"(a) tlwidgets Session.fit(epochs={epochs}){'' if precision == 'auto' else ', ' + precision}",
+        "name": f"(a) tlwidgets Session.{call}{'' if precision == 'auto' else ', ' + precision}",
         "time_to_target_s": target.time_s, "epochs_to_target": target.epoch, "epochs": len(history.epochs),
-        "final_acc": history.epochs[-1]["val_acc"], "wall_s": wall,
+        "final_acc": kept["val_acc"], "wall_s": wall,
         "images_per_s": len(s.data.train) * len(history.epochs) / wall,
         "mode": s.message.split("Batches: ")[-1].rstrip("."),
         "data_images_per_s": first["data_images_per_s"], "feature_images_per_s": first["feature_images_per_s"],
@@ -146,7 +152,8 @@ def run_precision(epochs: int, seeds: int) -> dict:
             torch.manual_seed(seed)
             s.model.classifier.reset_parameters()  # the same head, initialised afresh
             s.history = None
-            accs.append(s.fit(epochs=epochs).epochs[-1]["val_acc"])
+            h = s.fit(epochs=epochs)
+            accs.append(h.epochs[(h.best_epoch or len(h.epochs)) - 1]["val_acc"])
         out[precision] = accs
     return out
 
@@ -391,7 +398,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--epochs", type=int, default=20, help="epochs of (a); every other option is the default")
+    parser.add_argument("--epochs", type=_epochs, default="auto",
+                        help="epochs of (a) ('auto': the default fit()); every other option is the default")
     parser.add_argument("--tutorial-epochs", type=int, default=10)
     parser.add_argument("--tutorial-workers", type=int, default=0,
                         help="DataLoader workers of (b); the tutorial has 4, 0 is faster on a 2-core CPU")
@@ -406,11 +414,11 @@ def main() -> int:
     if args.child is not None:
         kind, *rest = args.child
         if kind == "a":
-            result = run_tlwidgets(int(rest[0]), rest[1], live=len(rest) > 2 and rest[2] == "live")
+            result = run_tlwidgets(_epochs(rest[0]), rest[1], live=len(rest) > 2 and rest[2] == "live")
         elif kind == "b":
             result = run_tutorial(int(rest[0]), int(rest[1]))
         elif kind == "precision":
-            result = run_precision(int(rest[0]), int(rest[1]))
+            result = run_precision(_epochs(rest[0]), int(rest[1]))
         elif kind == "c":
             result = run_fastai(int(rest[0]))
         else:
