@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,9 +40,11 @@ def test_lr_find_restores_weights_bit_identically_and_suggests(session: Session)
     assert "suggested learning rate" in s.message
 
 
-def test_lr_find_on_a_diverging_sweep_stops_early(session: Session) -> None:
-    frame, _ = session.lr_find(num_it=100, start_lr=1e-3, end_lr=1e6)
+@pytest.mark.parametrize("precision", ["auto", "fp32"])  # fp32 is what CPUs without bf16 run
+def test_lr_find_on_a_diverging_sweep_stops_early(session: Session, precision: str) -> None:
+    frame, _ = session.lr_find(num_it=100, start_lr=1e-3, end_lr=1e6, precision=precision)
     assert len(frame) < 100  # the loss exploded (or became NaN) long before 1e6
+    assert frame["loss"].iloc[-1] > 4 * frame["loss"].min() or not np.isfinite(frame["raw_loss"].iloc[-1])
 
 
 def test_lr_find_refuses_bad_arguments_and_while_training(session: Session) -> None:

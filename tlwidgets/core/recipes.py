@@ -64,7 +64,8 @@ class _Sweep(training.Callback):
         smooth = self._avg / (1 - 0.98 ** (i + 1))
         self.rows.append({"lr": self.lr_at(i), "loss": smooth, "raw_loss": logs["loss"]})
         self._best = min(self._best, smooth)
-        if i + 1 >= self.num_it or (self.stop_div and i > 10 and smooth > 4 * self._best):
+        diverged = not math.isfinite(smooth) or smooth > 4 * self._best
+        if i + 1 >= self.num_it or (self.stop_div and i > 10 and diverged):
             trainer.request_stop()
         else:
             self._set_lr(trainer, self.lr_at(i + 1))
