@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -19,9 +20,20 @@ def best_device() -> torch.device:
     return torch.device("cpu")
 
 
-@functools.cache
 def cpu_has_bf16() -> bool:
-    """True when this CPU computes bfloat16 natively (AMX or AVX512-BF16)."""
+    """True when this CPU computes bfloat16 natively (AMX or AVX512-BF16).
+
+    ``TLWIDGETS_CPU_BF16=0`` (or ``1``) overrides the detection, so a bf16 machine can run
+    the fp32 path that CPUs without bf16 take (the tests do).
+    """
+    forced = os.environ.get("TLWIDGETS_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return _cpu_flags_have_bf16()
+
+
+@functools.cache
+def _cpu_flags_have_bf16() -> bool:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             flags = fh.read()
