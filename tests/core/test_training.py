@@ -219,7 +219,7 @@ def test_callback_exception_reaches_on_exception_and_propagates() -> None:
     ("field", "value", "message"),
     [
         ("optimizer", "rmsprop", r"optimizer='rmsprop' is not one of 'sgd', 'adam', 'adamw'"),
-        ("schedule", "linear", r"schedule='linear' is not one of 'onecycle'"),
+        ("schedule", "linear", r"schedule='linear' is not one of 'auto', 'onecycle'"),
         ("precision", "fp8", r"precision='fp8'"),
         ("epochs", 0, r"epochs=0 must be a whole number from 1 to 100,000"),
         ("seed", 2**70, r"seed=1180591620717411303424 must be a whole number from 0 to 4,294,967,295"),
