@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tlwidgets.core.device import autocast_dtype
-from tlwidgets.core.errors import DataError, ModelError
+from tlwidgets.core.errors import ConfigError, DataError, ModelError
 from tlwidgets.core.images import ACCEPTED_IMAGES, load_image
 
 PREDICTION_COLUMNS = ("path", "true", "pred", "confidence", "loss")
@@ -223,10 +223,10 @@ def predict(
     Raises:
         DataError: an image path cannot be read (the message names it), or an input is not
             an image (the message says what is accepted).
-        ValueError: ``k`` < 1.
+        ConfigError: ``k`` < 1.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k={k!r} must be an integer >= 1.")
+        raise ConfigError(f"k={k!r} must be a whole number of at least 1 (how many classes to show).")
     if images is None:
         raise DataError(f"images=None: nothing to predict. Pass {ACCEPTED_IMAGES}.")
     listed = isinstance(images, (list, tuple))

@@ -17,6 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..core.errors import ConfigError
 from ..core.training import Callback
 
 #: Trace order in :attr:`LiveCurves.fig`.
@@ -82,11 +83,11 @@ class LiveCurves(Callback):
         self, min_interval: float = 0.25, smoothing: float = 0.9, max_points: int = 1500, height: int = 320
     ) -> None:
         if min_interval < 0:
-            raise ValueError(f"min_interval={min_interval} must be 0 or more seconds.")
+            raise ConfigError(f"min_interval={min_interval} must be 0 or more seconds.")
         if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"smoothing={smoothing} must be at least 0 and below 1.")
+            raise ConfigError(f"smoothing={smoothing} must be at least 0 and below 1.")
         if max_points < 2:
-            raise ValueError(f"max_points={max_points} must be at least 2.")
+            raise ConfigError(f"max_points={max_points} must be at least 2.")
         self.min_interval = float(min_interval)
         self.smoothing = float(smoothing)
         self.max_points = int(max_points)
