@@ -1,4 +1,5 @@
-"""Train and assess: options bound to ``session.config``, Train/Stop, live curves, results.
+"""Train and assess: a recipe (Quick, Better, Best), options bound to ``session.config``,
+Train/Stop, live curves, results.
 
 Training runs in one background thread, so the cell returns at once and a Stop click
 reaches the kernel while the model trains. That thread only *sets values* of widgets
@@ -16,6 +17,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..core import presets
 from ..core.errors import BusyError, TrainingError
 from ..core.session import Session
 from ..core.training import OPTIMIZERS, SCHEDULES, Callback
@@ -28,11 +30,21 @@ _DESC = {"description_width": "110px"}
 _IDLE_TEXT = "<span style='color:#777'>Not trained yet.</span>"
 
 
+def _about(seconds: float) -> str:
+    """A rounded duration in words: ``"about 40 s"``, ``"about 3 min"``, ``"about 1 h 20 min"``."""
+    if seconds < 10:
+        return f"about {max(round(seconds), 1)} s"
+    if seconds < 60:
+        return f"about {5 * round(seconds / 5)} s"
+    minutes = round(seconds / 60)
+    return f"about {minutes} min" if minutes < 60 else f"about {minutes // 60} h {minutes % 60} min"
+
+
 def _clock(seconds: float) -> str:
     """``m:ss`` (or ``h:mm:ss``) for a duration."""
     if not math.isfinite(seconds) or seconds < 0:
         return "?"
-    s = int(round(seconds))
+    s = round(seconds)
     h, rest = divmod(s, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
@@ -87,17 +99,26 @@ class _Progress(Callback):
         self._draw()
 
     def on_fit_end(self, trainer: Any, history: Any) -> None:
+        panel = self.panel
         elapsed = _clock(time.perf_counter() - self._start)
         n = len(history.epochs)
-        if self.panel._failed:
+        panel._preset_epochs += n
+        phase = panel._phase
+        if phase is not None and phase[0] < phase[1] and not (panel._failed or history.stopped):
+            panel.progress.value = html.escape(f"{panel._phase_label()}: done after {n} epochs ({elapsed}).")
+            return  # the next phase follows
+        if panel._failed:
             text, style = f"Failed after {n} epochs and {self.done} batches ({elapsed}).", "danger"
         elif history.stopped:
             text, style = f"Stopped after {n} complete epochs, {self.done} batches ({elapsed}).", "warning"
         else:
-            text, style = f"Done: {n} epochs in {elapsed}" + (f"; {self.mode}." if self.mode else "."), "success"
+            total = _clock(time.perf_counter() - panel._preset_start)
+            text = f"Done: {panel._preset_epochs} epochs in {total}" + (f"; {self.mode}." if self.mode else ".")
+            style = "success"
         notes = " ".join(getattr(trainer, "notes", ()))  # e.g. retried with a smaller batch
         if notes:
             text = f"{notes} {text}"
+        text = f"{text} {panel._preset_summary()}".strip()
         self.panel.progress_bar.value = self.done
         self.panel.progress_bar.bar_style = style
         self.panel.progress.value = html.escape(text)
@@ -111,8 +132,10 @@ class _Progress(Callback):
         total = self.epochs * self.per_epoch
         eta = elapsed / self.done * (total - self.done) if self.done else math.nan
         ips = f"{self.images_per_s:,.0f} images/s" if math.isfinite(self.images_per_s) else "– images/s"
+        label = self.panel._phase_label()
         self.panel.progress.value = (
-            f"Epoch {self.epoch}/{f'at most {self.epochs}' if self.auto else self.epochs} · batch {self.batch}/{self.per_epoch} · {ips} · "
+            (f"{html.escape(label)} · " if label else "")
+            + f"Epoch {self.epoch}/{f'at most {self.epochs}' if self.auto else self.epochs} · batch {self.batch}/{self.per_epoch} · {ips} · "
             f"elapsed {_clock(elapsed)} · ETA {_clock(eta)}"
             + (f" · {html.escape(self.mode)}" if self.mode else "")
         )
@@ -120,7 +143,14 @@ class _Progress(Callback):
 
 
 class TrainingPanel(Panel):
-    """Training options, Train/Stop buttons, live curves and the assessment of the result.
+    """A recipe, training options, Train/Stop buttons, live curves and the assessment of the result.
+
+    Train runs the chosen preset of :mod:`tlwidgets.core.presets`: Quick (the head on a
+    frozen backbone), Better (then the backbone's last stage at a tenth of the learning
+    rate) or Best (then every layer, with learning rates rising toward the head). The
+    presets set the freezing and LR factors themselves and train with the options below:
+    Quick with all of them as they are (its epochs too), Better and Best with
+    ``epochs="auto"`` in every phase; the options are as they were when the run ends.
 
     Args:
         session: the shared session (a new one when omitted).
@@ -128,13 +158,17 @@ class TrainingPanel(Panel):
         min_interval: seconds between two refreshes of the curves and the progress line.
 
     Attributes:
+        preset: the recipe, Quick / Better / Best (``tlw-preset``).
+        preset_info: what the recipe does and how long it should take on this machine, or
+            what is missing to tell (``tlw-preset-info``).
         epochs, batch_size, optimizer, lr, schedule, weight_decay, label_smoothing: option
             widgets; each change goes to ``session.configure`` and each change of
             ``session.config`` shows in them.
         train_button: starts :meth:`start` (``tlw-train``). stop_button: asks the run to stop (``tlw-stop``).
         hint: why Train is disabled, when it is (``tlw-train-hint``).
-        progress: epoch, batch, images/s, elapsed, ETA and how batches are fed (cached
-            features or full passes) (``tlw-progress``); progress_bar: IntProgress.
+        progress: the recipe and its phase, epoch, batch, images/s, elapsed, ETA and how
+            batches are fed (cached features or full passes); at the end what the recipe
+            changed (``tlw-progress``); progress_bar: IntProgress.
         live: the :class:`LiveCurves` callback; curves_fig: its FigureWidget (``tlw-curves``).
         assessment: the :class:`Assessment` views, also reachable as accuracy_label,
             confusion_fig, per_class_table, misclassified, upload, predictions.
@@ -154,6 +188,19 @@ class TrainingPanel(Panel):
         self._running = False
         self._failed = False
         self._syncing = False
+        self._phase: tuple[int, int, presets.Phase] | None = None  # index, count, phase of the run
+        self._changes: list[str] = []
+        self._preset_name = "Quick"
+        self._preset_epochs = 0
+        self._preset_start = time.perf_counter()
+
+        self.preset = widgets.ToggleButtons(
+            options=list(presets.PRESETS), value="Quick", description="Recipe", style=_DESC,
+            tooltips=list(presets.PRESETS.values()))
+        self.preset.add_class("tlw-preset")
+        self.preset.observe(self._on_preset_change, names="value")
+        self.preset_info = widgets.HTML("")
+        self.preset_info.add_class("tlw-preset-info")
 
         self.auto_epochs = widgets.Checkbox(
             value=True, description="Auto epochs: until the validation loss stops improving, keep the best",
@@ -214,6 +261,8 @@ class TrainingPanel(Panel):
 
         names = list(self.options)
         self.set_body(
+            self.preset,
+            self.preset_info,
             self.auto_epochs,
             widgets.HBox([widgets.VBox([self.options[n] for n in names[:4]]),
                           widgets.VBox([self.options[n] for n in names[4:]])]),
@@ -229,7 +278,9 @@ class TrainingPanel(Panel):
                                      "status"]
         )
         self.observe_session(self._on_session_history, "history")
+        self.observe_session(self._on_session_preset_inputs, ["model_version", "data_version", "image_size", "config"])
         self._show_config()
+        self._show_preset_info()
         self.live.load_history(self.session.history)
         self._sync_buttons()
 
@@ -247,9 +298,7 @@ class TrainingPanel(Panel):
             return f"The head predicts {have} classes but the data has {n}: replace the head first."
         if tuple(s.classes) != tuple(s.data.classes):
             return "The head's classes are not the data's classes: replace the head first."
-        if not any(p.requires_grad for p in s.model.parameters()):
-            return "Every layer is frozen, so nothing can learn: unfreeze the head or some layers."
-        return None
+        return None  # every recipe sets the freezing itself, so a frozen head is no obstacle
 
     @property
     def running(self) -> bool:
@@ -268,6 +317,7 @@ class TrainingPanel(Panel):
             self.hint.value = f"<span style='color:#a60'>{html.escape(reason)}</span>" if reason else ""
         for widget in self.options.values():
             widget.disabled = running
+        self.preset.disabled = running
 
     def _show_config(self) -> None:
         config = self.session.config
@@ -283,6 +333,43 @@ class TrainingPanel(Panel):
                 widget.value = value
         finally:
             self._syncing = False
+
+    def _phase_label(self) -> str:
+        return "" if self._phase is None else presets.phase_label(self._preset_name, *self._phase)
+
+    def _preset_summary(self) -> str:
+        return "" if self._phase is None else presets.summary(self._preset_name, *self._phase[:2], self._changes)
+
+    def _show_preset_info(self) -> None:
+        if self.running:  # the run changes freezing and options: redraw once it ends
+            return
+        s, name = self.session, self.preset.value
+        missing = [what for what, gone in (("a model", s.model is None), ("images", s.data is None)) if gone]
+        if missing:
+            estimate = f"Load {' and '.join(missing)} to see how long it takes."
+        else:
+            try:
+                estimate = f"Time on this machine: {_about(presets.estimate_preset_seconds(s, name))}."
+            except Exception as exc:  # noqa: BLE001 - the estimate must never block training
+                estimate = f"No time estimate ({exc})."
+        self.preset_info.value = (f"<b>{html.escape(name)}</b>: {html.escape(presets.PRESETS[name])} "
+                                  f"<span style='color:#555'>{html.escape(estimate)}</span>")
+
+    def _on_preset_change(self, change: dict) -> None:
+        self._show_preset_info()
+
+    def _on_session_preset_inputs(self, change: dict) -> None:
+        self._show_preset_info()
+
+    def _on_preset_phase(self, index: int, count: int, phase: presets.Phase) -> bool:
+        if self._stop_requested.is_set():  # Stop between two phases: the next one does not start
+            self.progress.value = html.escape(f"Stopped before phase {index} of {count}. {self._preset_summary()}")
+            self.progress_bar.bar_style = "warning"
+            return False
+        self._phase = (index, count, phase)
+        self._changes.append(phase.change)
+        self.progress.value = html.escape(f"{self._phase_label()}…")
+        return True
 
     def _on_auto_epochs(self, change: dict) -> None:
         if self._syncing:
@@ -318,7 +405,7 @@ class TrainingPanel(Panel):
 
     # ------------------------------------------------------------------ actions
     def start(self) -> threading.Thread:
-        """Start ``session.fit`` in a background thread and return the thread at once.
+        """Start the chosen recipe (``preset``) in a background thread and return the thread at once.
 
         While a run lasts, calling again returns the running thread and starts nothing.
 
@@ -338,9 +425,11 @@ class TrainingPanel(Panel):
             self._stop_requested.clear()
             self._failed = False
             self._progress.started = False
+            self._phase, self._changes, self._preset_epochs = None, [], 0
+            self._preset_name, self._preset_start = self.preset.value, time.perf_counter()
             self._running = True
             self._sync_buttons()
-            self.progress.value = "Starting…"
+            self.progress.value = html.escape(f"Starting {self._preset_name}…")
             # The curves continue when the fit will continue the model's history.
             self.live.load_history(self.session.history if self.session.continues_history else None)
             self.thread = threading.Thread(target=self._run, name="tlwidgets-train", daemon=True)
@@ -350,7 +439,8 @@ class TrainingPanel(Panel):
     def _run(self) -> None:
         try:
             try:
-                self.session.fit(callbacks=[self.live, self._progress])
+                presets.run_preset(self.session, self._preset_name, callbacks=[self.live, self._progress],
+                                   on_phase=self._on_preset_phase)
             except BaseException as exc:  # noqa: BLE001 - the thread's errors belong in the panel
                 self._failed = True
                 self.show_error(exc)
@@ -366,6 +456,7 @@ class TrainingPanel(Panel):
         finally:
             self._running = False
             self._sync_buttons()
+            self._show_preset_info()
 
     def stop(self) -> None:
         """Ask the run to stop after the current batch (what the Stop button does)."""
