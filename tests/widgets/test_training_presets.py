@@ -36,7 +36,7 @@ def _trainable(s: Session) -> set[str]:
 
 def test_recipe_defaults_to_quick_and_tells_what_it_does_and_how_long(session: Session) -> None:
     panel = TrainingPanel(session)
-    assert panel.preset.options == ("Quick", "Better", "Best") and panel.preset.value == "Quick"
+    assert panel.preset.options == ("Quick", "Better", "Best", "Custom") and panel.preset.value == "Quick"
     assert "tlw-preset" in panel.preset._dom_classes and "tlw-preset-info" in panel.preset_info._dom_classes
     info = panel.preset_info.value
     assert "Quick" in info and "trains only the new head" in info and "Time on this machine: about" in info
@@ -120,3 +120,19 @@ def test_about_rounds_durations() -> None:
     assert _about(0.2) == "about 1 s" and _about(7.4) == "about 7 s"
     assert _about(41) == "about 40 s" and _about(170) == "about 3 min"
     assert _about(4800) == "about 1 h 20 min"
+
+
+def test_freezing_set_by_hand_makes_train_use_it(image_folder) -> None:
+    from tests.helpers import ready_session
+    from tlwidgets import TrainingPanel
+
+    session = ready_session(image_folder, "resnet18", torch_seed=0, batch_size=8, epochs=1, precision="fp32")
+    panel = TrainingPanel(session, min_interval=0)
+    assert panel.preset.value == "Quick"
+    session.unfreeze("layer4")  # what the Layers tab does
+    assert panel.preset.value == "Custom"
+    assert "as they are set in the Layers tab" in panel.preset_info.value
+    panel.start().join(120)
+    trainable = {n.split(".")[0] for n, p in session.model.named_parameters() if p.requires_grad}
+    assert trainable == {"layer4", "fc"}  # Train kept the hand-set freezing
+    assert len(session.history.epochs) == 1

@@ -41,6 +41,8 @@ PRESETS: dict[str, str] = {
               "keeps the best epoch.",
     "Best": "Trains the head, then every layer with learning rates rising from 1/100 (first stage) "
             "to 1 (head); keeps the best epoch of each phase.",
+    "Custom": "Trains the layers as they are set in the Layers tab (frozen layers, LR factors) with "
+              "your training options.",
 }
 #: LR factor of the last stage in Better (the head keeps 1).
 LAST_STAGE_FACTOR = 0.1
@@ -71,7 +73,8 @@ class Phase:
     Attributes:
         title: what trains, for a progress line ("last stage unfrozen (LR ×0.1)").
         change: what the phase changes, in words ("unfroze layer4 with LR ×0.1").
-        trainable: ``"head"``, ``"last"`` (last stage and head) or ``"all"``.
+        trainable: ``"head"``, ``"last"`` (last stage and head), ``"all"``, or ``"as set"``
+            (the freezing the session has).
         factors: LR factors set before the fit, in order (stages, then the head).
         options: TrainConfig fields for this fit only.
         share: the trainable layers' share of the forward pass (0 to 1), for the estimate.
@@ -167,6 +170,11 @@ def plan_preset(session: Session, name: str) -> list[Phase]:
     if session.model is None:
         raise ModelError("No model loaded yet: load a model first (see tlwidgets.list_models()).")
     head = session.head.path if session.head is not None else None
+    if name == "Custom":
+        trainable = {n.split(".")[0] for n, p in session.model.named_parameters() if p.requires_grad}
+        groups = [g for g, is_head, n, _ in _layer_costs(session) if not is_head and g.split(".")[0] in trainable]
+        return [Phase("layers as set in the Layers tab", "trained the layers as set in the Layers tab", "as set",
+                      **_cost(session, groups))]
     auto = {} if name == "Quick" else {"epochs": "auto"}
     phases = [Phase("backbone frozen, head only", "trained the head with the backbone frozen", "head",
                     options=auto, **_cost(session, ()))]
@@ -203,6 +211,8 @@ def summary(name: str, index: int, count: int, changes: Sequence[str]) -> str:
 
 
 def _prepare(session: Session, phase: Phase) -> None:
+    if phase.trainable == "as set":
+        return
     if phase.trainable == "all":
         session.unfreeze_all()
     else:

@@ -279,6 +279,7 @@ class TrainingPanel(Panel):
         )
         self.observe_session(self._on_session_history, "history")
         self.observe_session(self._on_session_preset_inputs, ["model_version", "data_version", "image_size", "config"])
+        self.observe_session(self._on_session_freezing, ["frozen", "lr_factors"])
         self._show_config()
         self._show_preset_info()
         self.live.load_history(self.session.history)
@@ -360,6 +361,17 @@ class TrainingPanel(Panel):
 
     def _on_session_preset_inputs(self, change: dict) -> None:
         self._show_preset_info()
+
+    def _on_session_freezing(self, change: dict) -> None:
+        """Freezing set by hand (Layers tab, code) makes Train use it: the recipe becomes Custom."""
+        s = self.session
+        if self.running or s.status != "idle" or s.model is None or s.head is None:
+            return
+        head = s.head.path
+        beyond_head = any(p.requires_grad and not (n == head or n.startswith(head + "."))
+                          for n, p in s.model.named_parameters())
+        if beyond_head or s.lr_factors:
+            self.preset.value = "Custom"
 
     def _on_preset_phase(self, index: int, count: int, phase: presets.Phase) -> bool:
         if self._stop_requested.is_set():  # Stop between two phases: the next one does not start
