@@ -173,7 +173,7 @@ def test_resume_true_without_a_checkpoint_trains_from_the_start(tmp_path: Path) 
 
 
 def test_trainer_restore_without_a_session() -> None:
-    """The Trainer hook alone: restore(trainer_state) at an epoch end continues exactly."""
+    """The Trainer hook alone: restore(trainer.state_dict()) at an epoch end continues exactly."""
     g = torch.Generator().manual_seed(1)
     data = TensorDataset(torch.rand(40, 3, 8, 8, generator=g), torch.arange(40) % 2)
 
@@ -189,7 +189,7 @@ def test_trainer_restore_without_a_session() -> None:
 
     def keep(trainer, epoch, logs) -> None:
         if epoch == 1:
-            saved["trainer"] = C.trainer_state(trainer)
+            saved["trainer"] = trainer.state_dict()
             saved["model"] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
             trainer.request_stop()
 

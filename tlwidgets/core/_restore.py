@@ -22,13 +22,24 @@ import torch
 from torch import Tensor, nn
 
 from . import catalog, data as data_mod, heads, layers, training
-from .bundle import META_FILE, number_from_json
+from .bundle import META_FILE, number_from_json, read
 from .bundle_schema import refuse
 from .errors import ModelError, TLWidgetsError
 from .runs import run_from_dict
 
 if TYPE_CHECKING:
     from .session import Session
+
+
+def load(
+    path: str | os.PathLike[str],
+    device: str | torch.device | None,
+    data: bool | str | os.PathLike[str],
+    session_cls: type[Session],
+) -> Session:
+    """Open a bundle written by ``Session.save`` as a new ``session_cls`` (see ``Session.load``)."""
+    src, meta, tensors, split = read(path, data)
+    return restore(src, meta, tensors, split, device, data, session_cls)
 
 
 def restore(
@@ -38,11 +49,10 @@ def restore(
     split: dict[str, Any] | None,
     device: str | torch.device | None,
     data: bool | str | os.PathLike[str],
-    session_cls: type[Session] | None,
+    session_cls: type[Session],
 ) -> Session:
-    """A new session from a bundle's parsed metadata, tensors and split (see :func:`bundle.load`)."""
-    if session_cls is None:
-        from .session import Session as session_cls
+    """A new session of ``session_cls`` from a bundle's parsed metadata, tensors and split
+    (see :func:`bundle.load`; the class is passed in, so this module never imports the session)."""
     where = str(src / META_FILE)
     try:
         spec = _spec_from(meta, where)

@@ -370,36 +370,29 @@ def _source(path: str | os.PathLike[str]) -> Path:
 
 
 # ---------------------------------------------------------------------------- loading
-def load(
-    path: str | os.PathLike[str],
-    device: str | torch.device | None = None,
-    data: bool | str | os.PathLike[str] = True,
-    session_cls: type[Session] | None = None,
-) -> Session:
-    """Open a bundle as a new session, trained model, history and all.
+def read(
+    path: str | os.PathLike[str], data: bool | str | os.PathLike[str] = True
+) -> tuple[Path, dict[str, Any], dict[str, Tensor], dict[str, Any] | None]:
+    """The checked parts of a bundle: ``(source, metadata, tensors, split or None)``.
+
+    ``Session.load`` builds the session from them (:func:`tlwidgets.core._restore.load`).
 
     Args:
         path: a bundle folder or ``.zip``.
-        device: where the model goes; ``None`` picks the best device.
-        data: ``True`` restores the stored split when its files are present (else the
-            session has no data, and predict still works); ``False`` never loads data; a
-            folder path is the data root moved elsewhere.
-        session_cls: the class to create (``Session`` or a subclass).
+        data: ``False`` leaves ``split.json`` unread.
 
     Raises:
         ModelError: not a bundle, a newer format, a file that is not a plain file of the
             bundle or too large, a field of the wrong type or out of its range (see
-            :mod:`tlwidgets.core.bundle_schema`), weights that are not safetensors or do not
-            fit the stored architecture; the message names the file and the field.
+            :mod:`tlwidgets.core.bundle_schema`), weights that are not safetensors; the
+            message names the file and the field.
     """
-    from ._restore import restore
-
     src = _source(path)
     meta, raw, split = _read_bundle(src, split=data is not False)
-    return restore(src, meta, _tensors(raw, meta, src), split, device, data, session_cls)
+    return src, meta, _tensors(raw, meta, src), split
 
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "META_FILE", "SPLIT_FILE", "WEIGHTS_FILE", "load", "read_metadata",
+    "FORMAT", "FORMAT_VERSION", "META_FILE", "SPLIT_FILE", "WEIGHTS_FILE", "read", "read_metadata",
     "save", "session_metadata", "split_of", "state_dict_for_saving", "write_folder",
 ]

@@ -18,14 +18,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 import re
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from . import layers
@@ -100,78 +98,7 @@ def default_path(session: Session) -> Path:
     return cache_dir("checkpoints") / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.ckpt"
 
 
-# ---------------------------------------------------------------------------- random generators
-def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
-    """Every random generator a fit draws from, as plain data."""
-    np_state = np.random.get_state(legacy=False)
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "numpy": {
-            "bit_generator": np_state["bit_generator"],
-            "key": torch.from_numpy(np.asarray(np_state["state"]["key"]).astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "python": random.getstate(),
-        "loader": generator.get_state() if generator is not None else None,
-    }
-
-
-def set_rng_state(state: Mapping[str, Any], generator: torch.Generator | None = None) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state({
-        "bit_generator": n["bit_generator"],
-        "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-        "has_gauss": n["has_gauss"], "gauss": n["gauss"],
-    })
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if generator is not None and state.get("loader") is not None:
-        generator.set_state(state["loader"])
-
-
-# ---------------------------------------------------------------------------- trainer state
-def trainer_state(trainer: Trainer) -> dict[str, Any]:
-    """What :meth:`Trainer.restore` needs to go on after the epoch that just ended."""
-    scaler = getattr(trainer, "_scaler", None)
-    return {
-        "epoch": int(trainer.epoch),
-        "max_epochs": int(getattr(trainer, "max_epochs", 0) or 0),
-        "step": int(trainer.step),
-        "config": dataclasses.asdict(trainer.config),
-        "history": {"batches": list(trainer.history.batches), "epochs": list(trainer.history.epochs)},
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_state(getattr(trainer, "_generator", None)),
-    }
-
-
-def apply_trainer_state(trainer: Trainer, state: Mapping[str, Any]) -> int:
-    """Give a set-up trainer the optimizer, scheduler, generators and history of ``state``.
-
-    Returns:
-        The first epoch still to run.
-    """
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    if trainer.scheduler is not None and state.get("scheduler") is not None:
-        trainer.scheduler.load_state_dict(state["scheduler"])
-    scaler = getattr(trainer, "_scaler", None)
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"], getattr(trainer, "_generator", None))
-    trainer.history.batches = [dict(b) for b in state["history"]["batches"]]
-    trainer.history.epochs = [dict(e) for e in state["history"]["epochs"]]
-    trainer.epoch, trainer.step = int(state["epoch"]), int(state["step"])
-    return int(state["epoch"]) + 1
-
-
+# ---------------------------------------------------------------------------- writing
 class CheckpointCallback(Callback):
     """Writes a checkpoint at the end of every epoch.
 
@@ -187,7 +114,7 @@ class CheckpointCallback(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
         model = {k: v.detach() for k, v in trainer.model.state_dict().items()}
         save({"format": FORMAT, "version": VERSION, **self.extra, "model": model,
-              "trainer": trainer_state(trainer)}, self.path)
+              "trainer": trainer.state_dict()}, self.path)
 
 
 # ---------------------------------------------------------------------------- a session's fit

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
+from . import _restore, bundle, evaluation, export, script
 from . import data as data_mod
-from . import evaluation
 from .errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -36,14 +36,14 @@ class SessionOutputs:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 4096:
             raise ConfigError(f"batch_size={batch_size!r} must be a whole number from 1 to 4,096 (32 is a good start).")
         model = self._require_model()
-        bundle = self._require_data()
+        loaded = self._require_data()
         if data is None:
-            samples = bundle.val
+            samples = loaded.val
             if not samples:
                 raise DataError("The validation split is empty: load data with val_fraction > 0, or pass a folder.")
         else:
-            samples = data_mod.holdout_samples(data, list(bundle.classes))
-        dataset = data_mod.ImageDataset(samples, bundle.eval_tf)
+            samples = data_mod.holdout_samples(data, list(loaded.classes))
+        dataset = data_mod.ImageDataset(samples, loaded.eval_tf)
         result = evaluation.evaluate(
             model, dataset, list(self.classes), device=self.device, batch_size=batch_size, precision=self.config.precision
         )
@@ -66,8 +66,6 @@ class SessionOutputs:
         ``path`` becomes a folder (or a ``.zip`` when it ends so) holding ``model.safetensors``,
         ``tlwidgets.json`` and ``split.json``; :meth:`load` opens it. See :mod:`tlwidgets.core.bundle`.
         """
-        from . import bundle
-
         with self._change("save"):
             path = bundle.save(self, path)
             self.message = f"Saved to {path}."
@@ -83,9 +81,7 @@ class SessionOutputs:
             data: ``True`` restores the stored split when its files exist, ``False`` skips it,
                 a folder is the data's new location.
         """
-        from . import bundle
-
-        return bundle.load(path, device=device, data=data, session_cls=cls)
+        return _restore.load(path, device, data, cls)
 
     def export_onnx(self, path: str | Path, images: Any = None, **options: Any) -> Any:
         """Export the model to ONNX (fp32, dynamic batch axis) and check it against PyTorch.
@@ -99,8 +95,6 @@ class SessionOutputs:
             An :class:`~tlwidgets.core.export.OnnxExport` with the path and the largest
             difference to PyTorch (when onnxruntime is installed).
         """
-        from . import export
-
         with self._change("export"):
             result = export.export_session(self, path, images, **options)
             self.message = result.summary()
@@ -114,8 +108,6 @@ class SessionOutputs:
         ``torchrun --nproc_per_node=N train.py`` (DistributedDataParallel), and writes a bundle
         that :meth:`load` opens. Returns a :class:`~tlwidgets.core.script.ScriptFiles`.
         """
-        from . import script
-
         files = script.to_script(self, path)
         self.message = f"Wrote {files.script}; run it with: {files.commands()['single']}"
         return files
