@@ -69,33 +69,29 @@ def restore(
     except TLWidgetsError as exc:  # the session's own range of image sizes
         refuse(where, "transforms.image_size", f"is not accepted: {exc}")
     model.to(session.device)
-    session.spec = spec
-    session.model = model
-    if session.has_trait("pretrained"):
-        pretrained = meta["model"].get("pretrained")
-        session.pretrained = None if pretrained is None else bool(pretrained)
-    session.head = heads.head_spec(model)
-    session.classes = tuple(str(c) for c in meta["classes"])
-    session.frozen = layers.frozen_names(model)
-    session.lr_factors = {str(k): float(v) for k, v in (meta.get("lr_factors") or {}).items()}
-    session.config = config
-    session.augment = augment
-    session.history = _history_from(meta.get("history"))
+    pretrained = meta["model"].get("pretrained")
+    history = _history_from(meta.get("history"))
+    session.install_state(
+        spec=spec, model=model, pretrained=None if pretrained is None else bool(pretrained),
+        head=heads.head_spec(model), classes=tuple(str(c) for c in meta["classes"]),
+        frozen=layers.frozen_names(model),
+        lr_factors={str(k): float(v) for k, v in (meta.get("lr_factors") or {}).items()},
+        config=config, augment=augment, history=history,
+    )
     session.recorder.restore(
         [run_from_dict({**_record(r), "extra": _record(r.get("extra") or {})}, _history_from(r.get("history")))
          for r in meta.get("runs") or []],
         model,
     )
-    session.model_version += 1
     note = ""
     if data is not False and split is not None:
         bundle, note = _data_from(split, meta, None if data is True else Path(data).expanduser())
         if bundle is not None:
             bundle.train_tf, bundle.eval_tf = data_mod.make_transforms(spec, augment, session.image_size)
-            session.data = bundle
-            session.data_version += 1
-    epochs = len(session.history.epochs) if session.history is not None else 0
-    session.message = f"Opened {src.name}: {spec.name}, {len(session.classes)} classes, {epochs} epochs trained.{note}"
+            session.install_state(data=bundle)
+    epochs = len(history.epochs) if history is not None else 0
+    session.install_state(
+        message=f"Opened {src.name}: {spec.name}, {len(session.classes)} classes, {epochs} epochs trained.{note}")
     return session
 
 

@@ -162,14 +162,11 @@ class FitPlan:
         trainable = set(saved["trainable"])
         for name, p in model.named_parameters():
             p.requires_grad_(name in trainable)
-        session.lr_factors = dict(saved["lr_factors"])
-        session.frozen = layers.frozen_names(model)
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         config = TrainConfig(**{k: v for k, v in self.state["trainer"]["config"].items() if k in known})
-        session.config = config
         base = saved["base_history"]
-        session.history = History(**base) if base is not None else None
-        session.model_version += 1
+        session.install_state(lr_factors=dict(saved["lr_factors"]), frozen=layers.frozen_names(model),
+                              config=config, history=History(**base) if base is not None else None)
         return config
 
     def restore_trainer(self, trainer: Trainer) -> None:

@@ -75,9 +75,8 @@ def _working_session(session: Session) -> Session:
     from .session import Session
 
     work = Session(device=session.device, image_size=session.image_size)
-    work.config = session.config
-    work.augment = session.augment
-    work.data = dataclasses.replace(session.data)  # same images, its own transforms
+    # same images, its own transforms
+    work.install_state(config=session.config, augment=session.augment, data=dataclasses.replace(session.data))
     return work
 
 
@@ -214,11 +213,7 @@ def _install(session: Session, best: dict[str, Any]) -> None:
     # load_model sets the spec, weights flag and transforms the usual way; then the trained
     # parts replace the fresh ones.
     session.load_model(best["name"], pretrained=best["pretrained"])
-    session.model = best["model"]
-    session.head = best["head"]
-    session.classes = best["classes"]
-    session.frozen = best["frozen"]
-    session.history = best["history"]
-    session.model_version += 1
-    session.message = (f"Kept {best['name']}, the most accurate compared model "
-                       f"(validation accuracy {best['acc']:.1%}).")
+    session.install_state(model=best["model"], head=best["head"], classes=best["classes"], frozen=best["frozen"],
+                          history=best["history"],
+                          message=f"Kept {best['name']}, the most accurate compared model "
+                                  f"(validation accuracy {best['acc']:.1%}).")

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from tlwidgets.core import training
-from tlwidgets.core.errors import BusyError, ConfigError, TrainingError
+from tlwidgets.core.errors import ConfigError, TrainingError
 
 if TYPE_CHECKING:
     from tlwidgets.core.session import Session
@@ -128,34 +128,27 @@ def lr_find(session: Session, start_lr: float = 1e-7, end_lr: float = 10.0, num_
     if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 2:
         raise ConfigError(f"num_it={num_it!r} must be an integer >= 2.")
     sweep = _Sweep(float(start_lr), float(end_lr), num_it, stop_div)
-    with session._lock:
-        if session.status != "idle":
-            raise BusyError("Training is already running: wait for it, or press Stop.")
-        model, _bundle = session._check_ready_to_train()
-        train_ds, _val = session._datasets()
-        steps = math.ceil(len(train_ds) / int(options.get("batch_size", session.config.batch_size)))
-        config = dataclasses.replace(session.config, **options, schedule="constant", lr=float(start_lr),
+    session.require_idle("run the learning-rate finder")
+    model, _bundle = session._check_ready_to_train()
+    train_ds, _val = session._datasets()
+    steps = math.ceil(len(train_ds) / int(options.get("batch_size", session.config.batch_size)))
+    config = session.config.replaced(**options, schedule="constant", lr=float(start_lr),
                                      epochs=math.ceil(num_it / steps), max_batches_per_epoch=None)
-        config.validate()
-        trainer = training.Trainer(model, train_ds, None, config, device=session.device,
-                                   lr_factors=dict(session.lr_factors), callbacks=[sweep],
-                                   feature_cache=session.feature_cache,
-                                   head_path=session.head.path if session.head is not None else None)
-        saved = _snapshot(model)
-        session._trainer = trainer
-        session.status = "training"
-    try:
-        trainer.fit()
-    except TrainingError:
-        pass  # a NaN loss ends the sweep like a divergence does
-    finally:
-        _restore(saved)
-        with session._lock:
-            session._trainer = None
-            session.status = "idle"
+    trainer = training.Trainer(model, train_ds, None, config, device=session.device,
+                               lr_factors=dict(session.lr_factors), callbacks=[sweep],
+                               feature_cache=session.feature_cache,
+                               head_path=session.head.path if session.head is not None else None)
+    saved = _snapshot(model)
+    with session.running(trainer):
+        try:
+            trainer.fit()
+        except TrainingError:
+            pass  # a NaN loss ends the sweep like a divergence does
+        finally:
+            _restore(saved)
     frame = pd.DataFrame.from_records(sweep.rows, columns=["lr", "loss", "raw_loss"])
     suggestion = valley(frame["lr"].tolist(), frame["loss"].tolist())
-    session.message = f"LR finder: {len(frame)} batches; suggested learning rate {suggestion:.1e}."
+    session.install_state(message=f"LR finder: {len(frame)} batches; suggested learning rate {suggestion:.1e}.")
     return LRFinderResult(frame, suggestion)
 
 

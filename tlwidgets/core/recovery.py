@@ -111,5 +111,4 @@ def fit(session: Session, trainer: Trainer, retry: bool = True) -> History:
         note = f"Out of memory with batch size {size}; retrying with {size // 2}."
         trainer.notes.append(note)
         trainer.config = dataclasses.replace(trainer.config, batch_size=size // 2)
-        session.config = trainer.config
-        session.message = note
+        session.install_state(config=trainer.config, message=note)

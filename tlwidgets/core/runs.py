@@ -186,7 +186,7 @@ class RunRecorder:
         before saving.
         """
         runs = tuple(runs)
-        self.session.runs = runs
+        self.session.install_state(runs=runs)
         own = [r for r in runs if not r.tag]
         if own and model is not None:
             self._last[id(self.session)] = (own[-1].id, id(model))
@@ -267,7 +267,7 @@ class RunRecorder:
                 stopped=bool(history.stopped) and not error, failed=bool(error), error=error, **facts,
             )
             self._last[id(source)] = (run.id, model_id)
-            self.session.runs = (*runs, run)
+            self.session.install_state(runs=(*runs, run))
 
     # ------------------------------------------------------------------ queries and edits
     def get(self, run_id: int) -> Run:
@@ -283,14 +283,14 @@ class RunRecorder:
         with self._lock:
             old = self.get(run_id)
             new = dataclasses.replace(old, extra={**old.extra, **extra})
-            self.session.runs = tuple(new if r.id == run_id else r for r in self.session.runs)
+            self.session.install_state(runs=tuple(new if r.id == run_id else r for r in self.session.runs))
             return new
 
     def remove(self, run_ids: Iterable[int]) -> None:
         """Forget these runs (unknown ids are ignored)."""
         drop = set(run_ids)
         with self._lock:
-            self.session.runs = tuple(r for r in self.session.runs if r.id not in drop)
+            self.session.install_state(runs=tuple(r for r in self.session.runs if r.id not in drop))
 
     def frame(self) -> pd.DataFrame:
         """One row per run, oldest first (columns ``RUN_COLUMNS`` plus any measurements)."""

@@ -38,6 +38,11 @@ _IMAGENET = dataclasses.make_dataclass(
 
 
 
+# What install_state() may set, in the order it sets them ("message" last).
+_INSTALLABLE = ("spec", "model", "pretrained", "head", "classes", "frozen", "lr_factors", "config", "augment",
+                "history", "data", "runs", "message")
+
+
 class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):
     """Model, data, freezing, head, training and results of one workflow.
 
@@ -134,6 +139,56 @@ class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):
         if self.data is None:
             raise DataError("No data loaded yet: call load_data(folder) or load_data('demo') first.")
         return self.data
+
+    # ------------------------------------------------------------------ state from elsewhere
+    def install_state(self, **parts: Any) -> None:
+        """Set several parts of the state at once: the one way other core modules change a session.
+
+        Restoring a bundle or a checkpoint, adopting the best compared model, halving the
+        batch size after running out of memory and recording runs all go through here, so
+        no module assigns a session's traits or private attributes itself. Parts are set in
+        a fixed order under the session's lock; ``model_version`` is bumped once when the
+        model, head, classes, freezing, LR factors or history change, ``data_version`` when
+        the data change, and ``message`` is set last. Nothing is checked here: the caller
+        hands over state it built and checked (a validated ``TrainConfig``, a head that
+        matches the model).
+
+        Args:
+            **parts: any of ``spec, model, pretrained, head, classes, frozen, lr_factors,
+                config, augment, history, data, runs, message``.
+        """
+        unknown = sorted(set(parts) - set(_INSTALLABLE))
+        if unknown:
+            raise TypeError(f"install_state() got unknown parts {unknown}; known: {', '.join(_INSTALLABLE)}.")
+        with self._lock:
+            for name in _INSTALLABLE[:-1]:
+                if name in parts:
+                    setattr(self, name, parts[name])
+            if not {"spec", "model", "head", "classes", "frozen", "lr_factors", "history"}.isdisjoint(parts):
+                self.model_version += 1
+            if "data" in parts:
+                self.data_version += 1
+            if "message" in parts:
+                self.message = parts["message"]
+
+    @contextlib.contextmanager
+    def running(self, trainer: training.Trainer) -> Iterator[training.Trainer]:
+        """Mark the session as training ``trainer`` for the ``with`` block (``fit`` and ``lr_find``).
+
+        Raises:
+            BusyError: another run is on; nothing changes then.
+        """
+        with self._lock:
+            if self.status != "idle":
+                raise BusyError("Training is already running: wait for it, or press Stop.")
+            self._trainer = trainer
+            self.status = "training"
+        try:
+            yield trainer
+        finally:
+            with self._lock:
+                self._trainer = None
+                self.status = "idle"
 
     # ------------------------------------------------------------------ model
     def load_model(
@@ -329,43 +384,39 @@ class Session(SessionLayers, SessionOutputs, traitlets.HasTraits):
         """
         if epochs is not None:
             options["epochs"] = epochs
-        with self._lock:
-            if self.status != "idle":
-                raise BusyError("Training is already running: wait for it, or press Stop.")
-            model, _ = self._check_ready_to_train()
-            previous = self.config
-            if options:  # bad options fail here, before anything is stored
-                self.config.replaced(**options)
-            plan = checkpoints.plan_fit(self, checkpoint, resume, options)
-            if plan.state is not None:
-                config = plan.restore_session(self)
-            else:
-                config = self.configure(**options) if options else self.config
-            train_ds, val_ds = self._datasets()
-            trainer = training.Trainer(
-                model,
-                train_ds,
-                val_ds,
-                config,
-                device=self.device,
-                lr_factors=dict(self.lr_factors),
-                callbacks=[*plan.callbacks(self), EventsCallback(self.events), *callbacks],
-                feature_cache=self.feature_cache,
-                head_path=self.head.path if self.head is not None else None,
-            )
-            plan.restore_trainer(trainer)
-            self._trainer = trainer
-            self.status = "training"
-        try:
-            history = recovery.fit(self, trainer, retry=plan.state is None)
-        except BaseException:
-            if not trainer.history.epochs and self.config is config:
-                self.config = previous  # options that never completed an epoch are not kept
-            raise
-        finally:
+        with contextlib.ExitStack() as run:
             with self._lock:
-                self._trainer = None
-                self.status = "idle"
+                if self.status != "idle":
+                    raise BusyError("Training is already running: wait for it, or press Stop.")
+                model, _ = self._check_ready_to_train()
+                previous = self.config
+                if options:  # bad options fail here, before anything is stored
+                    self.config.replaced(**options)
+                plan = checkpoints.plan_fit(self, checkpoint, resume, options)
+                if plan.state is not None:
+                    config = plan.restore_session(self)
+                else:
+                    config = self.configure(**options) if options else self.config
+                train_ds, val_ds = self._datasets()
+                trainer = training.Trainer(
+                    model,
+                    train_ds,
+                    val_ds,
+                    config,
+                    device=self.device,
+                    lr_factors=dict(self.lr_factors),
+                    callbacks=[*plan.callbacks(self), EventsCallback(self.events), *callbacks],
+                    feature_cache=self.feature_cache,
+                    head_path=self.head.path if self.head is not None else None,
+                )
+                plan.restore_trainer(trainer)
+                run.enter_context(self.running(trainer))  # idle again when the block ends
+            try:
+                history = recovery.fit(self, trainer, retry=plan.state is None)
+            except BaseException:
+                if not trainer.history.epochs and self.config is config:
+                    self.config = previous  # options that never completed an epoch are not kept
+                raise
         if self.continues_history:
             history = self.history.extend(history)
         self.model_version += 1

@@ -280,6 +280,7 @@ class TrainingPanel(Panel):
         self.observe_session(self._on_session_history, "history")
         self.observe_session(self._on_session_preset_inputs, ["model_version", "data_version", "image_size", "config"])
         self.observe_session(self._on_session_freezing, ["frozen", "lr_factors"])
+        self._on_session_freezing({})  # a session whose freezing was set by hand starts on Custom
         self._show_config()
         self._show_preset_info()
         self.live.load_history(self.session.history)
