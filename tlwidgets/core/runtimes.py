@@ -1,0 +1,439 @@
+"""Which runtime runs the frozen layers: eager PyTorch, ``torch.compile`` or ONNX Runtime.
+
+On a CPU without native bf16 the frozen feature pass runs in fp32, where eager PyTorch
+is several times slower than ONNX Runtime for small convolutional nets (EfficientNet-Lite0
+on an AVX2 laptop: 26 vs 100 images/s). On a CPU with bf16 the eager bf16 pass is usually
+the faster one. So the choice is measured, not guessed: :func:`select` times each available
+candidate on a batch of the fit's own images (one warm-up, then up to three timed rounds,
+candidates interleaved so that a busy machine slows them alike, best round counted), keeps
+the fastest whose features match PyTorch's, and remembers the choice in ``runtimes.json``
+in the tlwidgets cache folder, so later fits skip the timing.
+
+Candidates:
+
+* ``torch``: eager PyTorch as the trainer sets it up (autocast dtype, channels-last input).
+* ``compile``: ``torch.compile`` of the same, only where it is already wanted
+  (``compile_features``); compiling takes 15-60 s and is never done only to time it.
+* ``onnxruntime``: the module exported in fp32 with a dynamic batch axis (TorchScript
+  exporter, the dynamo exporter when that fails) to the cache folder, run by an
+  ``InferenceSession`` on the CPU with as many threads as torch uses. The session fixes the
+  batch axis to the fit's batch size (smaller batches are padded): with every shape known,
+  ONNX Runtime folds the shape arithmetic of "same" padding (timm's EfficientNets), which
+  made Lite0 1.5 times faster in ONNX Runtime.
+
+A candidate replaces the current path (eager, or compiled where wanted) only when it is at
+least :data:`MARGIN` times as fast. Features are checked against eager PyTorch in fp32 on
+the first :data:`CHECK_IMAGES` images of the batch: an fp32 candidate may differ by at most
+:data:`FP32_TOLERANCE` times the largest absolute feature (ONNX Runtime differs by about
+1e-6 of it; a wrongly exported operator by far more); a bf16 candidate (compiled under bf16
+autocast) by at most :data:`BF16_TOLERANCE` in relative norm, ``|got - want| / |want|``
+(eager bf16 features of Lite0, MobileNetV2, ResNet-18/50 differ from fp32 by 0.4-1.7% in
+norm, while their largest single difference is noisier, so the norm is compared).
+
+Timing costs a few seconds, so it only runs when the eager pass over the data is expected
+to take :data:`MIN_SECONDS` or more (estimated from one image); shorter runs stay eager.
+GPUs (CUDA, MPS) keep PyTorch without timing. Anything that goes wrong (onnxruntime
+missing, an operator the exporters cannot handle, features that do not match, an error at
+run time) falls back to eager PyTorch, with the reason in :attr:`RuntimeChoice.rejected`.
+
+``TLWIDGETS_FEATURE_RUNTIME`` forces a choice: ``auto`` (default, measured), ``torch``
+(PyTorch as before: eager, compiled only where ``compile_features`` asks for it),
+``onnxruntime`` (checked, falls back to eager when it fails) or ``compile``.
+
+OpenVINO is not a candidate: it is another large dependency, while ONNX Runtime is already
+the optional dependency that checks ONNX exports.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tlwidgets.core import device as _device
+from tlwidgets.core._cache import cache_dir
+from tlwidgets.core.export import _export
+
+RUNTIMES = ("auto", "torch", "onnxruntime", "compile")
+ENV = "TLWIDGETS_FEATURE_RUNTIME"
+#: Time only when the eager pass over the data should take at least this long (seconds).
+MIN_SECONDS = 10.0
+#: A candidate replaces the current path only when at least this many times as fast.
+MARGIN = 1.1
+#: fp32 candidates: largest absolute difference / largest absolute feature.
+FP32_TOLERANCE = 1e-3
+#: bf16 candidates: norm of the difference / norm of the fp32 features.
+BF16_TOLERANCE = 5e-2
+#: Images of the batch the features are compared on.
+CHECK_IMAGES = 8
+#: Timed rounds stop after this many seconds (at least one round runs).
+TIME_LIMIT_S = 1.5
+ROUNDS = 3
+NAMES = {"torch": "PyTorch", "compile": "torch.compile", "onnxruntime": "ONNX Runtime"}
+_STORE = "runtimes.json"
+_FOLDER = "runtimes"
+_KEEP_FILES = 8
+_LOCK = threading.Lock()
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class RuntimeChoice:
+    """The runtime of a frozen pass and why.
+
+    Attributes:
+        name: ``"torch"``, ``"compile"`` or ``"onnxruntime"``.
+        images_per_s: measured speed of each candidate (empty when nothing was timed).
+        rejected: why each other candidate is not used.
+        source: ``"measured"`` (timed now), ``"cached"`` (timed by an earlier fit),
+            ``"forced"`` (``TLWIDGETS_FEATURE_RUNTIME`` or an argument) or ``"default"``.
+    """
+
+    name: str
+    images_per_s: dict[str, float] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    source: str = "default"
+
+    @property
+    def label(self) -> str:
+        """For people, e.g. ``"ONNX Runtime, 98 img/s"``."""
+        speed = self.images_per_s.get(self.name)
+        return NAMES[self.name] + (f", {speed:.0f} img/s" if speed else "")
+
+    @property
+    def worth_saying(self) -> bool:
+        """Whether a progress line should name the runtime (it was measured or is not PyTorch)."""
+        return self.name == "onnxruntime" or bool(self.images_per_s)
+
+
+class Runner:
+    """A batch -> output function with the :class:`RuntimeChoice` behind it.
+
+    When the chosen runtime fails at run time, this and later calls use eager PyTorch.
+    """
+
+    def __init__(self, fn: Fn, choice: RuntimeChoice, fallback: Fn | None = None) -> None:
+        self.fn, self.choice, self._fallback = fn, choice, fallback
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fallback is None:
+            return self.fn(x)
+        try:
+            return self.fn(x)
+        except Exception as exc:  # noqa: BLE001 - any runtime error: PyTorch can still do it
+            why = f"failed at run time: {type(exc).__name__}: {str(exc)[:200]}"
+            warnings.warn(f"{NAMES[self.choice.name]} {why}; using PyTorch.", RuntimeWarning, stacklevel=2)
+            self.choice.rejected[self.choice.name] = why
+            self.choice.name = "torch"
+            self.fn, self._fallback = self._fallback, None
+            return self.fn(x)
+
+
+def requested() -> str:
+    """The runtime ``TLWIDGETS_FEATURE_RUNTIME`` asks for (``"auto"`` when unset or unknown)."""
+    value = os.environ.get(ENV, "").strip().lower() or "auto"
+    if value not in RUNTIMES:
+        warnings.warn(f"{ENV}={value!r} is not one of {', '.join(RUNTIMES)}; using 'auto'.", RuntimeWarning,
+                      stacklevel=2)
+        return "auto"
+    return value
+
+
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+# ---------------------------------------------------------------------------- remembered choices
+def _store_path() -> Path:
+    return Path(os.environ.get("TLWIDGETS_CACHE_DIR") or Path.home() / ".cache" / "tlwidgets") / _STORE
+
+
+def _read_store() -> dict[str, dict]:
+    # Reading must not create the cache folder (same rule as speed.json).
+    try:
+        data = json.loads(_store_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remember(key: str, choice: RuntimeChoice) -> None:
+    with _LOCK:
+        data = _read_store()
+        data[key] = {"name": choice.name, "images_per_s": choice.images_per_s, "rejected": choice.rejected,
+                     "measured_at": time.time()}
+        path = cache_dir() / _STORE
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".runtimes-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _recall(key: str) -> RuntimeChoice | None:
+    entry = _read_store().get(key)
+    if not isinstance(entry, dict) or entry.get("name") not in NAMES:
+        return None
+    speeds = {str(k): float(v) for k, v in dict(entry.get("images_per_s") or {}).items()}
+    rejected = {str(k): str(v) for k, v in dict(entry.get("rejected") or {}).items()}
+    return RuntimeChoice(str(entry["name"]), speeds, rejected, "cached")
+
+
+# ---------------------------------------------------------------------------- fingerprints
+def _architecture(module: nn.Module) -> str:
+    """What the speed depends on: the module's code and layers, not its weight values."""
+    h = hashlib.sha1(type(module).__qualname__.encode())
+    h.update(str(getattr(module, "code", "")).encode())
+    h.update(repr(module).encode())
+    for name, t in module.state_dict().items():
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+    return h.hexdigest()[:16]
+
+
+def _weights(module: nn.Module, shape: tuple[int, ...]) -> str:
+    """What an exported file depends on: the architecture, every weight and the input shape."""
+    h = hashlib.sha1(f"{_architecture(module)}|{shape}|{torch.__version__}".encode())
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- ONNX Runtime
+def _onnx_file(module: nn.Module, example: torch.Tensor) -> Path:
+    """The module exported to ONNX (fp32, dynamic batch) in the cache folder; reused when there."""
+    folder = cache_dir(_FOLDER)
+    path = folder / f"{_weights(module, tuple(example.shape[1:]))}.onnx"
+    if path.is_file():
+        os.utime(path)
+        return path
+    plain = copy.deepcopy(module).to("cpu", torch.float32).eval()
+    plain.to(memory_format=torch.contiguous_format)
+    tmp = folder / f".{os.getpid()}-{threading.get_ident()}-{path.name}"
+    errors = []
+    try:
+        for exporter in ("torchscript", "dynamo"):  # TorchScript exports in a second, dynamo in ten
+            try:
+                with torch.no_grad():
+                    _export(plain, example.detach().to("cpu", torch.float32).contiguous(), tmp, exporter, None)
+                break
+            except Exception as exc:  # noqa: BLE001 - try the other exporter, report both
+                errors.append(f"{exporter}: {type(exc).__name__}: {str(exc)[:200]}")
+        else:
+            raise RuntimeError("export failed: " + " | ".join(errors))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _prune(folder)
+    return path
+
+
+def _prune(folder: Path) -> None:
+    """Keep the most recently used exported files (only files this module names)."""
+    files = [p for p in folder.iterdir() if re.fullmatch(r"[0-9a-f]{40}\.onnx", p.name) and p.is_file()]
+    files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[_KEEP_FILES:]:
+        old.unlink(missing_ok=True)
+
+
+class OnnxFunction:
+    """Runs an exported file on the CPU: NCHW float32 in, a tensor like PyTorch's out."""
+
+    def __init__(self, path: Path, batch_size: int, like: torch.Tensor) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        # Spinning threads would take the cores from PyTorch's training steps between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_free_dimension_override_by_name("batch", int(batch_size))
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.size = int(batch_size)
+        self.device, self.dtype = like.device, like.dtype
+        self.channels_last = like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(
+            memory_format=torch.channels_last)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().to("cpu", torch.float32).contiguous()
+        outs = []
+        for part in x.split(self.size):
+            n = len(part)
+            if n < self.size:  # the session is built for one batch size
+                part = torch.cat([part, part[:1].expand(self.size - n, *part.shape[1:])])
+            outs.append(torch.from_numpy(self.session.run(None, {self.input: part.numpy()})[0])[:n])
+        y = (outs[0] if len(outs) == 1 else torch.cat(outs)).to(self.device, self.dtype)
+        return y.contiguous(memory_format=torch.channels_last) if self.channels_last else y
+
+
+def _onnx_runtime(module: nn.Module, x: torch.Tensor, like: torch.Tensor) -> OnnxFunction:
+    if not onnxruntime_available():
+        raise RuntimeError("not installed (pip install onnxruntime)")
+    return OnnxFunction(_onnx_file(module, x[:2]), len(x), like)
+
+
+# ---------------------------------------------------------------------------- checks and timing
+def _mismatch(got: torch.Tensor, want: torch.Tensor, bf16: bool) -> str | None:
+    """Why ``got`` does not match the fp32 features ``want``, or None."""
+    got, want = got.detach().float().cpu(), want.detach().float().cpu()
+    if got.shape != want.shape:
+        return f"features of shape {tuple(got.shape)} instead of {tuple(want.shape)}"
+    if not bool(torch.isfinite(got).all()):
+        return "features that are not finite"
+    if bf16:
+        rel = float((got - want).norm() / want.norm().clamp(min=1e-12))
+        return None if rel <= BF16_TOLERANCE else (
+            f"features differ from PyTorch's fp32 ones by {rel:.1e} in relative norm (allowed {BF16_TOLERANCE:g})")
+    diff, scale = float((got - want).abs().max()), float(want.abs().max())
+    return None if diff <= FP32_TOLERANCE * max(scale, 1e-12) else (
+        f"features differ from PyTorch's by up to {diff:.1e} (allowed {FP32_TOLERANCE:g} x {scale:.2g})")
+
+
+def _time(candidates: dict[str, Fn], x: torch.Tensor) -> tuple[dict[str, float], dict[str, str]]:
+    """Images/s of each candidate (best timed round) and the ones that failed."""
+    failed: dict[str, str] = {}
+    best: dict[str, float] = {}
+    start = time.perf_counter()
+    for _ in range(ROUNDS):
+        for name, fn in candidates.items():
+            if name in failed:
+                continue
+            try:
+                t = time.perf_counter()
+                fn(x)
+                best[name] = min(best.get(name, math.inf), time.perf_counter() - t)
+            except Exception as exc:  # noqa: BLE001 - a failing candidate is out, not the fit
+                failed[name] = _failed(exc)
+        if time.perf_counter() - start > TIME_LIMIT_S:
+            break
+    return {n: len(x) / t for n, t in best.items() if n not in failed and t > 0}, failed
+
+
+def _estimate_s(eager: Fn, probe: torch.Tensor, images: int) -> float:
+    start = time.perf_counter()
+    eager(probe)
+    return (time.perf_counter() - start) / max(len(probe), 1) * images
+
+
+# ---------------------------------------------------------------------------- choosing
+def select(module: nn.Module, eager: Fn, device: torch.device, amp: torch.dtype | None, *,
+           data: Callable[[], torch.Tensor] | torch.Tensor, where: str = "", compiled: Fn | None = None,
+           images: int | None = None, probe: torch.Tensor | None = None, force: str | None = None) -> Runner:
+    """Choose the runtime of ``module`` (see the module docstring); never raises for a candidate.
+
+    Args:
+        module: what runs (the frozen prefix, or a whole model); exported for ONNX Runtime.
+        eager: ``module`` as PyTorch runs it today (autocast inside).
+        device, amp: where it runs and the autocast dtype (``None``: fp32).
+        data: a batch of real inputs, or a function reading one (only read when needed).
+        where: what ``module`` is, part of the remembered choice's key.
+        compiled: the compiled function where compiling is wanted, else ``None``.
+        images: how many images the fit will run through it; with ``probe`` (one input),
+            decides whether timing pays off. ``None``: always time.
+        force: a value of :data:`RUNTIMES` overriding ``TLWIDGETS_FEATURE_RUNTIME``.
+    """
+    mode = force if force in RUNTIMES and force != "auto" else requested()
+    base_name, base = ("compile", compiled) if compiled is not None else ("torch", eager)
+    if device.type != "cpu":
+        return Runner(base, RuntimeChoice(base_name, rejected={"onnxruntime": f"PyTorch runs on the {device.type}"}))
+    if mode == "torch" or (mode == "compile" and compiled is not None):
+        return Runner(base, RuntimeChoice(base_name, source="forced"))
+    if mode == "compile":
+        return Runner(eager, RuntimeChoice("torch", rejected={"compile": "not built"}, source="forced"))
+    if mode == "auto" and images is not None and probe is not None:
+        with torch.no_grad():
+            expected = _estimate_s(eager, probe, images)
+        if expected < MIN_SECONDS:
+            why = f"not timed: about {expected:.1f} s of frozen-layer work"
+            return Runner(base, RuntimeChoice(base_name, rejected={"onnxruntime": why}))
+    try:
+        x = data() if callable(data) else data
+        with torch.no_grad():
+            return _choose(module, eager, base_name, base, amp, x, where, mode)
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the current path still works
+        return Runner(base, RuntimeChoice(base_name, rejected={"onnxruntime": _failed(exc)}))
+
+
+def _choose(module: nn.Module, eager: Fn, base_name: str, base: Fn, amp: torch.dtype | None, x: torch.Tensor,
+            where: str, mode: str) -> Runner:
+    k = min(CHECK_IMAGES, len(x))
+    want = module(x[:k])  # the fp32 reference (no autocast here)
+    key = _key(module, x, where, amp, base_name)
+    remembered = _recall(key) if mode == "auto" else None
+    if remembered is not None and remembered.name != "onnxruntime":
+        return Runner(base, remembered)
+    rejected: dict[str, str] = {}
+    candidates: dict[str, Fn] = {base_name: base}
+    if base_name == "compile":
+        candidates["torch"] = eager
+    try:
+        candidates["onnxruntime"] = _onnx_runtime(module, x, eager(x[:1]))
+    except Exception as exc:  # noqa: BLE001 - missing package, an operator the exporters cannot handle
+        rejected["onnxruntime"] = str(exc) if isinstance(exc, RuntimeError) else _failed(exc)
+    untimed = mode == "onnxruntime" or remembered is not None
+    for name in [n for n in candidates if n != "torch" and (n == "onnxruntime" or not untimed)]:
+        try:  # the first run is the warm-up too; eager PyTorch is the reference, never rejected
+            why = _mismatch(candidates[name](x)[:k], want, bf16=name == "compile" and amp is not None)
+        except Exception as exc:  # noqa: BLE001
+            why = _failed(exc)
+        if why is not None:
+            rejected[name] = why
+            del candidates[name]
+    if untimed:  # forced, or timed by an earlier fit: ONNX Runtime if it works here
+        old = remembered or RuntimeChoice("onnxruntime", source="forced")
+        rejected = {**old.rejected, **rejected}
+        if "onnxruntime" in candidates:
+            return Runner(candidates["onnxruntime"], RuntimeChoice("onnxruntime", old.images_per_s, rejected,
+                                                                   old.source), eager)
+        return Runner(base, RuntimeChoice(base_name, {}, rejected, old.source))
+    if "torch" in candidates:
+        eager(x)  # warm-up at the batch size
+    speeds, failed = _time(candidates, x)
+    rejected.update(failed)
+    current = base_name if base_name in speeds else "torch"
+    best = max(speeds, key=lambda n: speeds[n]) if speeds else current
+    if best != current and speeds[best] < MARGIN * speeds.get(current, 0.0):
+        best = current
+    for name, speed in speeds.items():
+        if name != best:
+            rejected[name] = f"slower: {speed:.0f} img/s, {NAMES[best]} {speeds[best]:.0f} img/s"
+    choice = RuntimeChoice(best, speeds, rejected, "measured")
+    _remember(key, choice)
+    return Runner(candidates.get(best, eager), choice, eager if best != "torch" else None)
+
+
+def _key(module: nn.Module, x: torch.Tensor, where: str, amp: torch.dtype | None, base_name: str) -> str:
+    """Like speed.json's keys: the device, then what the speed depends on."""
+    try:
+        ort_version = importlib.metadata.version("onnxruntime")
+    except importlib.metadata.PackageNotFoundError:
+        ort_version = "none"
+    layout = "channels_last" if x.dim() == 4 and not x.is_contiguous() else "contiguous"
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, str(amp))
+    return "|".join([_device.describe(x.device), _architecture(module), where, str(tuple(x.shape)), layout,
+                     precision, base_name, f"torch {torch.__version__}", f"onnxruntime {ort_version}"])
+
+
+def _failed(exc: BaseException) -> str:
+    return f"failed: {type(exc).__name__}: {str(exc)[:200]}"
