@@ -3,6 +3,13 @@
 Every candidate file is decoded once while scanning, so a corrupt or truncated
 image is reported up front (with its reason) instead of failing mid-training.
 JPEGs are decoded at reduced size (``draft``), which keeps the scan fast.
+
+Training reads go through :func:`load_image` with a :class:`Shrink`: an image larger than
+the model's resize step needs is decoded straight to that step's output size, and a JPEG
+first at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) while that stays at least that size.
+A 4000x3000 photo for a 256-pixel resize is then decoded and transformed about 6x faster
+(20 ms instead of 128 ms on one AMD EPYC core; ``torchvision.io.decode_jpeg`` decodes the
+full picture, 74 ms, no faster than Pillow here, so Pillow's draft mode is used).
 """
 
 from __future__ import annotations
@@ -42,6 +49,32 @@ ACCEPTED_IMAGES = (
 )
 
 Progress = Callable[[int, int], None]
+
+# What each EXIF orientation needs to stand upright (as ImageOps.exif_transpose does it).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True)
+class Shrink:
+    """How :func:`load_image` may decode an image straight to a resize step's output size.
+
+    Made from a transform by :func:`tlwidgets.core.transforms.decode_shrink`. An image is
+    only ever made smaller this way; one already at most that size is decoded as it is.
+
+    Attributes:
+        size: the upright image's ``(width, height)`` -> the resize step's ``(width, height)``.
+        resample: the step's Pillow filter (``Image.Resampling``).
+        draft: let a JPEG decode at 1/2, 1/4 or 1/8 scale first, never below the output
+            size; the result then differs slightly from resizing the full decode.
+    """
+
+    size: Callable[[int, int], tuple[int, int]]
+    resample: int = Image.Resampling.BILINEAR
+    draft: bool = True
 
 
 @dataclass(frozen=True)
@@ -169,7 +202,7 @@ def _high_depth_to_rgb(im: Image.Image) -> Image.Image:
     return Image.fromarray(out, "L").convert("RGB")
 
 
-def load_image(path: Any) -> Image.Image:
+def load_image(path: Any, shrink: Shrink | None = None) -> Image.Image:
     """Open an image as 8-bit RGB, with its EXIF orientation applied.
 
     Palette and alpha images are composited on white, CMYK is converted, 16-bit
@@ -180,6 +213,8 @@ def load_image(path: Any) -> Image.Image:
         path: an image file; or an image already in memory: a PIL image, a numpy array
             (HxWx3, HxWx4 or HxW; uint8 0-255 or float 0-1) or a torch tensor (3xHxW or
             HxWx3; uint8 or float 0-1).
+        shrink: decode a file larger than a resize step's output straight to that size
+            (see :class:`Shrink`); images in memory are not shrunk.
 
     Raises:
         DataError: naming the file, when it cannot be read or decoded; saying what is
@@ -196,6 +231,8 @@ def load_image(path: Any) -> Image.Image:
     try:
         with open_regular_file(path) as fp, Image.open(fp) as im:
             _check_pixels(im)
+            if shrink is not None:
+                return _decode_shrunk(im, shrink)
             im.load()
             return _to_rgb(_upright(im))
     except FileNotFoundError as exc:
@@ -209,6 +246,46 @@ def load_image(path: Any) -> Image.Image:
         raise DataError(
             f"Cannot read the image {path}: {_decode_reason(exc)}. Remove or replace this file."
         ) from exc
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1-8) of a loaded image; 1 when absent or unreadable."""
+    try:
+        value = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # a broken EXIF block does not make the pixels unusable
+        return 1
+    return value if value in _UPRIGHT else 1
+
+
+def _decode_shrunk(im: Image.Image, shrink: Shrink) -> Image.Image:
+    """An opened (size-checked) image decoded, upright and RGB, at most at ``shrink``'s size.
+
+    With draft decoding, the resize reads only the part of the scaled image that covers
+    the original (``box``): libjpeg rounds the scaled size up, and resizing that padding
+    too would shift the picture by up to a pixel. That resize runs in the stored
+    orientation, before the small image is turned upright.
+    """
+    box, orientation, stored = None, 1, (0, 0)
+    if shrink.draft and im.format in ("JPEG", "MPO"):
+        orientation = _orientation(im)  # a JPEG's EXIF block is read with its header: nothing is decoded
+        width, height = im.size
+        turned = orientation in (5, 6, 7, 8)
+        out_w, out_h = shrink.size(*((height, width) if turned else (width, height)))
+        stored = (out_h, out_w) if turned else (out_w, out_h)
+        if out_w * out_h < width * height:
+            drafted = im.draft("RGB", stored)  # the smallest 1/2, 1/4, 1/8 scale still >= stored
+            if drafted is not None and im.size != (width, height):
+                box = drafted[1]
+    im.load()
+    if box is None:
+        image = _to_rgb(_upright(im))
+        out = shrink.size(*image.size)
+        if out[0] * out[1] >= image.size[0] * image.size[1]:  # not smaller: the transform enlarges it
+            return image
+        return image.resize(out, shrink.resample)
+    small = _to_rgb(im).resize(stored, shrink.resample, box=box)
+    method = _UPRIGHT.get(orientation)
+    return small if method is None else small.transpose(method)
 
 
 def _describe(value: Any) -> str:

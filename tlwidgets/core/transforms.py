@@ -6,6 +6,7 @@ so a pretrained network sees images prepared as in its original training.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from .errors import DataError, ModelError
+from .images import Shrink
 
 #: Smallest and largest image size (pixels per side) a session or a bundle may ask for:
 #: below 32 the deeper networks shrink their feature maps to nothing; above 1024 one batch
@@ -22,6 +24,17 @@ from .errors import DataError, ModelError
 IMAGE_SIZE_RANGE = (32, 1024)
 
 _MAX_ASPECT = 8  # longest side of a resized image, in multiples of the short side's target
+
+_PIL_FILTERS = {
+    T.InterpolationMode.NEAREST: Image.Resampling.NEAREST,
+    T.InterpolationMode.NEAREST_EXACT: Image.Resampling.NEAREST,
+    T.InterpolationMode.BILINEAR: Image.Resampling.BILINEAR,
+    T.InterpolationMode.BICUBIC: Image.Resampling.BICUBIC,
+    T.InterpolationMode.BOX: Image.Resampling.BOX,
+    T.InterpolationMode.HAMMING: Image.Resampling.HAMMING,
+    T.InterpolationMode.LANCZOS: Image.Resampling.LANCZOS,
+}
+_NO_DRAFT = frozenset({T.InterpolationMode.NEAREST, T.InterpolationMode.NEAREST_EXACT})
 
 _INTERPOLATION = {
     "bilinear": T.InterpolationMode.BILINEAR,
@@ -37,6 +50,15 @@ class Resize(T.Resize):
     its short side is scaled up; capped, it stays small and the crop pads it instead.
     """
 
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(width, height)`` of this step's output for an image of that size."""
+        if isinstance(self.size, int):
+            cap = _MAX_ASPECT * self.size
+            if max(width, height) * self.size > cap * max(min(width, height), 1):
+                scale = cap / max(width, height)
+                return max(1, round(width * scale)), max(1, round(height * scale))
+        return resize_output_size(self, width, height)
+
     def forward(self, img: Any) -> Any:
         if isinstance(self.size, int):
             _, height, width = TF.get_dimensions(img)
@@ -46,6 +68,40 @@ class Resize(T.Resize):
                 size = [max(1, round(height * scale)), max(1, round(width * scale))]
                 return TF.resize(img, size, self.interpolation, antialias=self.antialias)
         return super().forward(img)
+
+
+def resize_output_size(step: T.Resize, width: int, height: int) -> tuple[int, int]:
+    """``(width, height)`` that torchvision's ``Resize`` gives an image of that size."""
+    size = [step.size] if isinstance(step.size, int) else list(step.size)
+    if len(size) == 2:
+        return int(size[1]), int(size[0])
+    short, long = sorted((width, height))
+    new_short, new_long = int(size[0]), int(size[0] * long / max(short, 1))
+    if step.max_size is not None and new_long > step.max_size:
+        new_short, new_long = int(step.max_size * new_short / new_long), int(step.max_size)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def decode_shrink(transform: Any) -> Shrink | None:
+    """How images for ``transform`` may be decoded straight to its first step's size.
+
+    Only a transform that starts by resizing (a ``Resize``, or a ``Compose`` whose first
+    step is one, as :func:`make_transforms` builds) gives a :class:`Shrink`: decoding to
+    that step's output size, JPEGs at a reduced scale never below it, changes what the
+    transform returns by a rounding difference only (nearest-neighbour resizing is not
+    drafted: picking pixels from a scaled decode would pick different ones).
+
+    Returns:
+        The Shrink for :func:`tlwidgets.core.images.load_image`, or None.
+    """
+    step = transform.transforms[0] if isinstance(transform, T.Compose) and transform.transforms else transform
+    if not isinstance(step, T.Resize):
+        return None
+    resample = _PIL_FILTERS.get(step.interpolation)
+    if resample is None:
+        return None
+    size = step.output_size if isinstance(step, Resize) else functools.partial(resize_output_size, step)
+    return Shrink(size, resample, draft=step.interpolation not in _NO_DRAFT)
 
 
 def make_transforms(
