@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tlwidgets.core.errors import DataError
-from tlwidgets.core.features import FeatureCache, Plan, memory_budget
+from tlwidgets.core.features import FeatureCache, Plan
 
 
 class _Batches(Sampler):
@@ -173,19 +173,13 @@ def _now(device: torch.device) -> float:
 
 
 def decoded_fits(bundle: Any, device: str | torch.device, num_workers: int | None) -> bool:
-    """Whether to keep decoded images in memory: no loader workers, and they fit the memory budget.
+    """Whether to keep decoded images in memory: yes when they are decoded in the training process.
 
-    Workers would each hold their own copy, lost at the end of every epoch, so the
-    in-memory copy only pays off when images are decoded in the training process.
+    Loader workers would each hold their own copy, lost at the end of every epoch, so the
+    in-memory copy only pays off without workers. How much it keeps is bounded by the
+    datasets (:func:`tlwidgets.core.data.decoded_cache_bound`); images past the bound are
+    decoded on every read, so ``bundle`` (kept for callers) no longer matters.
     """
     device = torch.device(device)
     workers = num_workers if num_workers is not None else (0 if device.type != "cuda" else 1)
-    if workers:
-        return False
-    sizes = getattr(bundle.report, "image_sizes", None)
-    try:
-        width, height = int(sizes.loc["median", "width"]), int(sizes.loc["median", "height"])
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return False
-    need = 3 * width * height * (len(bundle.train) + len(bundle.val))
-    return need <= memory_budget(torch.device("cpu"))
+    return not workers
