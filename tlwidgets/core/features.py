@@ -10,6 +10,10 @@ With random training transforms (augmentation) each image gets ``augment_views``
 cached views: epoch ``e`` uses view ``(e - 1) % views``, so the first ``views`` epochs
 see fresh augmentations and later epochs reuse them.
 
+Under ``cache_features="auto"``, features larger than :func:`memory_budget` are kept in a
+memory-mapped file in the cache folder (:mod:`tlwidgets.core.feature_store`) while half
+the free disk holds them; only beyond that do fits fall back to full passes.
+
 A :class:`FeatureCache` outlives one fit: the next fit reuses its features while the
 cut point, the frozen prefix's weights (checked by tensor identity, in-place version and
 storage), the datasets and their transforms, the precision, the memory layout and the
@@ -24,16 +28,16 @@ import os
 import warnings
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from tlwidgets.core import runtimes
 from tlwidgets.core.errors import TrainingError
-from tlwidgets.core.runtimes import RuntimeChoice
+from tlwidgets.core.feature_store import FeaturePart as _Part
+from tlwidgets.core.feature_store import disk_room
 from tlwidgets.core.splits import Split, find_split, first_trainable
 
 CACHE_MODES = ("auto", "on", "off")
@@ -143,36 +147,6 @@ def _data_key(dataset: Dataset) -> _Key:
 
 # ---------------------------------------------------------------------------- storage
 @dataclass
-class _Part:
-    """Features of one split of the data: ``views x n`` slots, filled lazily."""
-
-    n: int
-    views: int
-    data: torch.Tensor | None = None
-    filled: torch.Tensor = field(init=False)
-    labels: torch.Tensor = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.filled = torch.zeros(self.views, self.n, dtype=torch.bool)
-        self.labels = torch.zeros(self.n, dtype=torch.long)
-
-    def complete(self, view: int, index: torch.Tensor) -> bool:
-        return bool(self.filled[view, index].all())
-
-    def put(self, view: int, index: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> None:
-        if self.data is None:
-            self.data = torch.empty((self.views, self.n, *features.shape[1:]), dtype=features.dtype,
-                                    device=features.device)
-        self.data[view].index_copy_(0, index.to(self.data.device), features.detach().to(self.data.dtype))
-        self.filled[view, index] = True
-        self.labels[index] = labels.to("cpu", torch.long)
-
-    def get(self, view: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self.data is not None
-        return self.data[view].index_select(0, index.to(self.data.device)), self.labels[index]
-
-
-@dataclass
 class _Entry:
     key: _Key
     train: _Part
@@ -180,7 +154,6 @@ class _Entry:
     val_key: _Key | None = None
     prefix_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     compiled: bool = False
-    runtime: RuntimeChoice | None = None
 
 
 class FeatureCache:
@@ -198,7 +171,8 @@ class FeatureCache:
         self.stats = {"images_extracted": 0, "images_reused": 0, "builds": 0}
 
     def clear(self) -> None:
-        """Drop the cached features (the next fit extracts them again)."""
+        """Drop the cached features (the next fit extracts them again) and remove their file."""
+        _release(self._entry)
         self._entry = None
         self._split = None
 
@@ -222,10 +196,19 @@ class FeatureCache:
 
     def _lookup(self, key: _Key, make: Callable[[], _Entry]) -> _Entry:
         if self._entry is None or not self._entry.key.same(key):
-            self._entry = None  # free the old features before allocating new ones
+            _release(self._entry)  # free the old features before allocating new ones
+            self._entry = None
             self._entry = make()
             self.stats["builds"] += 1
         return self._entry
+
+
+def _release(entry: _Entry | None) -> None:
+    """Free an entry's features now, even while an old trainer's plan still refers to it."""
+    if entry is not None:
+        for part in (entry.train, entry.val):
+            if part is not None:
+                part.release()
 
 
 # ---------------------------------------------------------------------------- planning
@@ -281,33 +264,29 @@ def plan(model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, config: An
     per_image = sample[0].numel() * sample.element_size()
     total = per_image * (len(train_ds) * views + (len(val_ds) if val_cached else 0))
     budget = memory_budget(device)
-    if config.cache_features == "auto" and total > budget:
-        return Plan(f"full passes: features need {_gb(total)}, more than the cache limit {_gb(budget)}")
+    on_disk = False
+    if config.cache_features == "auto" and total > budget:  # too large for memory: a file on disk
+        room, words = disk_room()
+        if total > room:
+            return Plan(f"full passes: features need {_gb(total)}, more than the cache limit {_gb(budget)} "
+                        f"in memory and {words}")
+        on_disk = True
     options = (str(amp), channels_last, str(device), views, config.compile_features)
     key = _make_key(model, split, train_ds, options)
-    entry = cache._lookup(key, lambda: _Entry(key, _Part(len(train_ds), views)))
+    entry = cache._lookup(key, lambda: _Entry(key, _Part(len(train_ds), views, on_disk)))
     if val_cached:  # a fit without validation (lr_find) keeps the cached validation features
         val_key = _data_key(val_ds)
         if entry.val is None or entry.val_key is None or not entry.val_key.same(val_key):
-            entry.val, entry.val_key = _Part(len(val_ds), 1), val_key
+            if entry.val is not None:
+                entry.val.release()
+            entry.val, entry.val_key = _Part(len(val_ds), 1, on_disk), val_key
     if entry.prefix_fn is None:
-        entry.prefix_fn, entry.compiled = prefix_function(
-            split, device, amp, config.compile_features, config.batch_size, total // max(per_image, 1),
-            data=lambda: _first_images(train_ds, config.batch_size, device, channels_last), probe=probe)
-        entry.runtime = getattr(entry.prefix_fn, "choice", None)
+        entry.prefix_fn, entry.compiled = prefix_function(split, device, amp, config.compile_features,
+                                                           config.batch_size, total // max(per_image, 1))
     where = split.where + (f", {views} augmented views" if views > 1 else "")
-    runtime = entry.runtime  # named when it was measured or is not PyTorch
-    compiled = (f"; frozen layers: {runtime.label}" if runtime is not None and runtime.worth_saying
-                else ", compiled" if entry.compiled else "")
-    return Plan(f"cached features ({where}{compiled})", split, entry, views, val_cached)
-
-
-def _first_images(dataset: Dataset, n: int, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """The first ``n`` inputs of ``dataset`` as one batch, read without touching the global random state."""
-    with torch.random.fork_rng(devices=[]):
-        x = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(min(int(n), len(dataset)))])
-    x = x.to(device)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+    compiled = ", compiled" if entry.compiled else ""
+    stored = " on disk" if entry.train.on_disk else ""
+    return Plan(f"cached features{stored} ({where}{compiled})", split, entry, views, val_cached)
 
 
 def _autocast(device: torch.device, amp: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -317,10 +296,8 @@ def _autocast(device: torch.device, amp: torch.dtype | None) -> contextlib.Abstr
 
 
 def prefix_function(split: Split, device: torch.device, amp: torch.dtype | None, compile_mode: str = "off",
-                    batch_size: int = 32, images: int = 0, *,
-                    data: Callable[[], torch.Tensor] | torch.Tensor | None = None,
-                    probe: torch.Tensor | None = None) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
-    """The frozen prefix as a function of a batch, in the fastest runtime that matches PyTorch.
+                    batch_size: int = 32, images: int = 0) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+    """The frozen prefix as a function of a batch (autocast inside), compiled when it pays off.
 
     Args:
         split: the model's split.
@@ -329,34 +306,18 @@ def prefix_function(split: Split, device: torch.device, amp: torch.dtype | None,
             :data:`COMPILE_MIN_IMAGES`). Compiled code (inductor, frozen weights) is built
             for one batch shape; smaller batches are padded to ``batch_size``.
         images: how many images the function will see.
-        data: a batch of the fit's inputs (or a function reading one). With it the runtime is
-            chosen by :func:`tlwidgets.core.runtimes.select` (eager PyTorch, compiled where
-            ``compile_mode`` wants it, or ONNX Runtime); without it PyTorch runs as before.
-        probe: one input, to estimate whether timing the runtimes pays off.
 
     Returns:
-        The function (a :class:`~tlwidgets.core.runtimes.Runner`, whose ``choice`` says which
-        runtime runs and why), and whether it is compiled. Under ``no_grad`` only.
+        The function, and whether it is compiled. Under ``no_grad`` only.
     """
 
     def eager(x: torch.Tensor) -> torch.Tensor:
         with _autocast(device, amp):
             return split.prefix(x)
 
-    forced = runtimes.requested() if data is not None else "auto"
-    wanted = forced == "compile" or forced != "onnxruntime" and (
-        compile_mode == "on" or (compile_mode == "auto" and images >= COMPILE_MIN_IMAGES and os.name != "nt"))
-    compiled = _compiled(eager, batch_size) if wanted else None
-    if data is None:
-        runner = runtimes.Runner(compiled or eager, RuntimeChoice("compile" if wanted else "torch"))
-    else:
-        runner = runtimes.select(split.prefix, eager, device, amp, data=data, where=split.where,
-                                 compiled=compiled, images=images, probe=probe)
-    return runner, runner.choice.name == "compile"
-
-
-def _compiled(eager: Callable[[torch.Tensor], torch.Tensor], batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``eager`` compiled for one batch shape (smaller batches padded), eager again if compiling fails."""
+    wanted = compile_mode == "on" or (compile_mode == "auto" and images >= COMPILE_MIN_IMAGES and os.name != "nt")
+    if not wanted:
+        return eager, False
     compiled = torch.compile(eager, dynamic=False, options={"freezing": True})
     size = int(batch_size)
     state = {"ok": True}
@@ -372,10 +333,10 @@ def _compiled(eager: Callable[[torch.Tensor], torch.Tensor], batch_size: int) ->
                 x = x.contiguous(memory_format=torch.channels_last)
         try:
             return compiled(x)[:n]
-        except Exception as exc:  # noqa: BLE001 - the compiler does not support every model/platform
+        except Exception as exc:  # the compiler does not support every model/platform
             state["ok"] = False
             warnings.warn(f"Compiling the feature pass failed ({type(exc).__name__}: {exc}); "
                           "using eager mode.", RuntimeWarning, stacklevel=2)
             return eager(x[:n])
 
-    return run
+    return run, True
