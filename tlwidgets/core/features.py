@@ -35,9 +35,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
+from tlwidgets.core import runtimes
 from tlwidgets.core.errors import TrainingError
 from tlwidgets.core.feature_store import FeaturePart as _Part
 from tlwidgets.core.feature_store import disk_room
+from tlwidgets.core.runtimes import RuntimeChoice
 from tlwidgets.core.splits import Split, find_split, first_trainable
 
 CACHE_MODES = ("auto", "on", "off")
@@ -154,6 +156,7 @@ class _Entry:
     val_key: _Key | None = None
     prefix_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     compiled: bool = False
+    runtime: RuntimeChoice | None = None
 
 
 class FeatureCache:
@@ -281,12 +284,24 @@ def plan(model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, config: An
                 entry.val.release()
             entry.val, entry.val_key = _Part(len(val_ds), 1, on_disk), val_key
     if entry.prefix_fn is None:
-        entry.prefix_fn, entry.compiled = prefix_function(split, device, amp, config.compile_features,
-                                                           config.batch_size, total // max(per_image, 1))
+        entry.prefix_fn, entry.compiled = prefix_function(
+            split, device, amp, config.compile_features, config.batch_size, total // max(per_image, 1),
+            data=lambda: _first_images(train_ds, config.batch_size, device, channels_last), probe=probe)
+        entry.runtime = getattr(entry.prefix_fn, "choice", None)
     where = split.where + (f", {views} augmented views" if views > 1 else "")
-    compiled = ", compiled" if entry.compiled else ""
+    runtime = entry.runtime  # named when it was measured or is not PyTorch
+    compiled = (f"; frozen layers: {runtime.label}" if runtime is not None and runtime.worth_saying
+                else ", compiled" if entry.compiled else "")
     stored = " on disk" if entry.train.on_disk else ""
     return Plan(f"cached features{stored} ({where}{compiled})", split, entry, views, val_cached)
+
+
+def _first_images(dataset: Dataset, n: int, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """The first ``n`` inputs of ``dataset`` as one batch, read without touching the global random state."""
+    with torch.random.fork_rng(devices=[]):
+        x = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(min(int(n), len(dataset)))])
+    x = x.to(device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 def _autocast(device: torch.device, amp: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -296,8 +311,10 @@ def _autocast(device: torch.device, amp: torch.dtype | None) -> contextlib.Abstr
 
 
 def prefix_function(split: Split, device: torch.device, amp: torch.dtype | None, compile_mode: str = "off",
-                    batch_size: int = 32, images: int = 0) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
-    """The frozen prefix as a function of a batch (autocast inside), compiled when it pays off.
+                    batch_size: int = 32, images: int = 0, *,
+                    data: Callable[[], torch.Tensor] | torch.Tensor | None = None,
+                    probe: torch.Tensor | None = None) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+    """The frozen prefix as a function of a batch, in the fastest runtime that matches PyTorch.
 
     Args:
         split: the model's split.
@@ -306,18 +323,34 @@ def prefix_function(split: Split, device: torch.device, amp: torch.dtype | None,
             :data:`COMPILE_MIN_IMAGES`). Compiled code (inductor, frozen weights) is built
             for one batch shape; smaller batches are padded to ``batch_size``.
         images: how many images the function will see.
+        data: a batch of the fit's inputs (or a function reading one). With it the runtime is
+            chosen by :func:`tlwidgets.core.runtimes.select` (eager PyTorch, compiled where
+            ``compile_mode`` wants it, or ONNX Runtime); without it PyTorch runs as before.
+        probe: one input, to estimate whether timing the runtimes pays off.
 
     Returns:
-        The function, and whether it is compiled. Under ``no_grad`` only.
+        The function (a :class:`~tlwidgets.core.runtimes.Runner`, whose ``choice`` says which
+        runtime runs and why), and whether it is compiled. Under ``no_grad`` only.
     """
 
     def eager(x: torch.Tensor) -> torch.Tensor:
         with _autocast(device, amp):
             return split.prefix(x)
 
-    wanted = compile_mode == "on" or (compile_mode == "auto" and images >= COMPILE_MIN_IMAGES and os.name != "nt")
-    if not wanted:
-        return eager, False
+    forced = runtimes.requested() if data is not None else "auto"
+    wanted = forced == "compile" or forced != "onnxruntime" and (
+        compile_mode == "on" or (compile_mode == "auto" and images >= COMPILE_MIN_IMAGES and os.name != "nt"))
+    compiled = _compiled(eager, batch_size) if wanted else None
+    if data is None:
+        runner = runtimes.Runner(compiled or eager, RuntimeChoice("compile" if wanted else "torch"))
+    else:
+        runner = runtimes.select(split.prefix, eager, device, amp, data=data, where=split.where,
+                                 compiled=compiled, images=images, probe=probe)
+    return runner, runner.choice.name == "compile"
+
+
+def _compiled(eager: Callable[[torch.Tensor], torch.Tensor], batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``eager`` compiled for one batch shape (smaller batches padded), eager again if compiling fails."""
     compiled = torch.compile(eager, dynamic=False, options={"freezing": True})
     size = int(batch_size)
     state = {"ok": True}
@@ -333,10 +366,10 @@ def prefix_function(split: Split, device: torch.device, amp: torch.dtype | None,
                 x = x.contiguous(memory_format=torch.channels_last)
         try:
             return compiled(x)[:n]
-        except Exception as exc:  # the compiler does not support every model/platform
+        except Exception as exc:  # noqa: BLE001 - the compiler does not support every model/platform
             state["ok"] = False
             warnings.warn(f"Compiling the feature pass failed ({type(exc).__name__}: {exc}); "
                           "using eager mode.", RuntimeWarning, stacklevel=2)
             return eager(x[:n])
 
-    return run, True
+    return run
