@@ -13,9 +13,10 @@ from collections.abc import Iterable
 import pandas as pd
 
 from . import heads, layers
+from .session_state import SessionState
 
 
-class SessionLayers:
+class SessionLayers(SessionState):
     """Layer table, freezing and learning-rate factor methods of a session."""
 
     # ------------------------------------------------------------------ layers

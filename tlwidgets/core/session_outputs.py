@@ -16,12 +16,13 @@ import torch
 from . import _restore, bundle, evaluation, export, script
 from . import data as data_mod
 from .errors import ConfigError, DataError
+from .session_state import SessionState
 
 if TYPE_CHECKING:
     from .session import Session
 
 
-class SessionOutputs:
+class SessionOutputs(SessionState):
     """Assessment, prediction, saving, export and scale-out methods of a session."""
 
     # ------------------------------------------------------------------ assessment

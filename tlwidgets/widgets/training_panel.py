@@ -289,18 +289,8 @@ class TrainingPanel(Panel):
     # ------------------------------------------------------------------ state
     def not_ready_reason(self) -> str | None:
         """Why training cannot start now, in plain words; ``None`` when it can."""
-        s = self.session
-        if s.model is None:
-            return "Load a model first."
-        if s.data is None:
-            return "Load images first."
-        n = len(s.data.classes)
-        if s.head is None or s.head.num_classes != n:
-            have = s.head.num_classes if s.head is not None else "no"
-            return f"The head predicts {have} classes but the data has {n}: replace the head first."
-        if tuple(s.classes) != tuple(s.data.classes):
-            return "The head's classes are not the data's classes: replace the head first."
-        return None  # every recipe sets the freezing itself, so a frozen head is no obstacle
+        # every recipe sets the freezing itself, so a frozen head is no obstacle here
+        return self.session.readiness(require_trainable=False)
 
     @property
     def running(self) -> bool:
