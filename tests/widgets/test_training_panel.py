@@ -59,7 +59,7 @@ def test_options_follow_the_config_both_ways(session: Session) -> None:
     panel = TrainingPanel(session)
     panel.epochs.value = 7
     panel.optimizer.value = "sgd"
-    panel.lr.value = 0.01
+    panel.lr.value = "0.01"
     panel.schedule.value = "cosine"
     panel.weight_decay.value = 0.001
     panel.label_smoothing.value = 0.1
@@ -70,7 +70,7 @@ def test_options_follow_the_config_both_ways(session: Session) -> None:
     assert c.label_smoothing == pytest.approx(0.1)
     session.configure(epochs=3, optimizer="adamw", lr=3e-4, label_smoothing=0.0)
     assert panel.epochs.value == 3 and panel.optimizer.value == "adamw"
-    assert panel.lr.value == pytest.approx(3e-4) and panel.label_smoothing.value == 0.0
+    assert float(panel.lr.value) == pytest.approx(3e-4) and panel.label_smoothing.value == 0.0
 
 
 def test_train_runs_in_background_and_shows_curves_and_results(session: Session) -> None:
@@ -213,3 +213,22 @@ def test_close_detaches_from_the_session(session: Session) -> None:
     panel.close()  # twice is harmless
     session.replace_head(num_classes=5)  # a mismatch a live panel would report
     assert panel.hint.value == ""
+
+
+@pytest.mark.parametrize(("box", "typed", "words"), [
+    ("lr", "abc", "The learning rate 'abc' is not a number: type one such as 3e-3 or 0.001."),
+    ("lr", "-1", "lr=-1.0 must be a finite number > 0"),
+    ("lr", "nan", "lr=nan must be a finite number > 0"),
+    ("epochs", -1, "epochs=-1 must be a whole number from 1 to 100,000"),
+    ("epochs", 0, "epochs=0 must be a whole number from 1 to 100,000"),
+])
+def test_a_bad_value_typed_into_an_option_box_reads_as_one_plain_line(session, box, typed, words) -> None:
+    panel = TrainingPanel(session)
+    before = session.config
+    getattr(panel, box).value = typed
+    assert panel.last_error.startswith(words), panel.last_error
+    assert "\n" not in panel.last_error and "Error" not in panel.last_error and "(in " not in panel.last_error
+    assert session.config == before  # nothing was stored
+    shown = getattr(panel, box).value
+    assert shown == (f"{before.lr:g}" if box == "lr" else 20)  # the box shows the valid value again
+    panel.close()

@@ -18,7 +18,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..core import presets
-from ..core.errors import BusyError, TrainingError
+from ..core.errors import BusyError, ConfigError, TrainingError
 from ..core.session import Session
 from ..core.training import OPTIMIZERS, SCHEDULES, Callback
 from ._panel import Panel, guarded
@@ -207,12 +207,14 @@ class TrainingPanel(Panel):
             indent=False, layout=widgets.Layout(width="auto"))
         self.auto_epochs.add_class("tlw-opt-auto-epochs")
         self.auto_epochs.observe(self._on_auto_epochs, names="value")
-        self.epochs = widgets.BoundedIntText(value=20, description="Epochs", min=1, max=10_000, style=_DESC)
+        # Plain boxes, not bounded ones: a value out of range gets a message in plain words from
+        # the session's own check, instead of being silently clamped.
+        self._epochs_number = 20
+        self.epochs = widgets.IntText(value=20, description="Epochs", style=_DESC)
         self.batch_size = widgets.BoundedIntText(description="Batch size", min=1, max=4096, style=_DESC)
         self.optimizer = widgets.Dropdown(description="Optimizer", options=list(OPTIMIZERS), style=_DESC)
-        self.lr = widgets.FloatLogSlider(
-            description="Learning rate", base=10, min=-6, max=0, step=0.1, readout_format=".1e", style=_DESC
-        )
+        self.lr = widgets.Text(description="Learning rate", placeholder="e.g. 3e-3", continuous_update=False,
+                               style=_DESC)
         self.schedule = widgets.Dropdown(description="LR schedule", options=list(SCHEDULES), style=_DESC)
         self.weight_decay = widgets.BoundedFloatText(
             description="Weight decay", min=0.0, max=1.0, step=1e-4, style=_DESC
@@ -320,9 +322,11 @@ class TrainingPanel(Panel):
                 if name == "epochs":
                     self.auto_epochs.value = value == "auto"
                     widget.disabled = value == "auto"
-                    if value == "auto":
+                    if value == "auto":  # the box keeps the last number chosen, for when Auto is unticked
+                        widget.value = self._epochs_number
                         continue
-                widget.value = value
+                    self._epochs_number = value
+                widget.value = f"{value:g}" if name == "lr" else value
         finally:
             self._syncing = False
 
@@ -400,7 +404,7 @@ class TrainingPanel(Panel):
             return
         name = next(n for n, w in self.options.items() if w is change["owner"])
         try:
-            self.session.configure(**{name: change["new"]})
+            self.session.configure(**{name: _number(change["new"], "learning rate") if name == "lr" else change["new"]})
         except Exception:
             self._show_config()  # back to the valid value
             raise
@@ -498,3 +502,11 @@ class TrainingPanel(Panel):
         self.assessment.close()  # also when a subclass moved it out of the direct children
         self.export_bar.close()
         super().close()
+
+
+def _number(text: Any, what: str) -> float:
+    """A number typed into a text box; ConfigError in plain words when it is not one."""
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"The {what} {str(text).strip()!r} is not a number: type one such as 3e-3 or 0.001.") from None
