@@ -160,22 +160,41 @@ def _layer(kind: str, n_in: int, n_out: int) -> nn.Module:
     return nn.Linear(n_in, n_out)
 
 
+def _steps(in_features: int, num_classes: int, dropout: float, hidden: int | None) -> list[tuple[str, int, int]]:
+    """The head's layers in order, as ``(name, n_in, n_out)``; ``act`` and ``dropout`` carry no sizes."""
+    steps: list[tuple[str, int, int]] = []
+    width = in_features
+    if hidden is not None:
+        steps += [("hidden", in_features, hidden), ("act", 0, 0)]
+        width = hidden
+    if dropout > 0.0:
+        steps.append(("dropout", 0, 0))
+    steps.append(("out", width, num_classes))
+    return steps
+
+
 def build_head(
     kind: str, in_features: int, num_classes: int, dropout: float = 0.0, hidden: int | None = None
 ) -> nn.Module:
     """Create a new, freshly initialised head (a layer, or a :class:`ClassifierHead`)."""
-    if dropout == 0.0 and hidden is None:
+    steps = _steps(in_features, num_classes, dropout, hidden)
+    if len(steps) == 1:
         return _layer(kind, in_features, num_classes)
     parts: OrderedDict[str, nn.Module] = OrderedDict()
-    width = in_features
-    if hidden is not None:
-        parts["hidden"] = _layer(kind, in_features, hidden)
-        parts["act"] = nn.ReLU(inplace=False)
-        width = hidden
-    if dropout > 0.0:
-        parts["dropout"] = nn.Dropout(dropout)
-    parts["out"] = _layer(kind, width, num_classes)
+    for name, n_in, n_out in steps:
+        parts[name] = (nn.ReLU(inplace=False) if name == "act" else nn.Dropout(dropout) if name == "dropout"
+                       else _layer(kind, n_in, n_out))
     return ClassifierHead(parts)
+
+
+def describe_head(
+    in_features: int, num_classes: int, dropout: float = 0.0, hidden: int | None = None, kind: str = "linear"
+) -> str:
+    """What :func:`build_head` builds, in one line: ``Linear(1280 → 32) → ReLU → Dropout(0.2) → Linear(32 → 5)``."""
+    layer = "Conv1x1" if kind == "conv1x1" else "Linear"
+    words = {"act": "ReLU", "dropout": f"Dropout({dropout:g})"}
+    return " → ".join(words.get(name) or f"{layer}({n_in} → {n_out})"
+                      for name, n_in, n_out in _steps(in_features, num_classes, dropout, hidden or None))
 
 
 #: Largest number of outputs of a new head (ImageNet-21k has 21,841 classes).

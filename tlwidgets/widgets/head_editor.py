@@ -7,30 +7,11 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..core.errors import ModelError
+from ..core.heads import describe_head
 from ..core.session import Session
 from ._panel import Panel
 
 _MAX_CLASSES_SHOWN = 8
-
-
-def describe_head(
-    in_features: int, num_classes: int, dropout: float = 0.0, hidden: int | None = None, kind: str = "linear"
-) -> str:
-    """One line such as ``Linear(1280 → 32) → ReLU → Dropout(0.2) → Linear(32 → 5)``.
-
-    The order is the one :func:`tlwidgets.core.heads.build_head` uses.
-    """
-    layer = "Conv1x1" if kind == "conv1x1" else "Linear"
-    parts = []
-    width = in_features
-    if hidden:
-        parts += [f"{layer}({in_features} → {hidden})", "ReLU"]
-        width = hidden
-    if dropout:
-        parts.append(f"Dropout({dropout:g})")
-    parts.append(f"{layer}({width} → {num_classes})")
-    return " → ".join(parts)
 
 
 def _class_list(classes: Any) -> str:
@@ -208,9 +189,7 @@ class HeadEditor(Panel):
             ModelError: bad options (fewer than 2 classes, negative hidden width); the model
                 is left unchanged.
         """
-        hidden = int(self.hidden.value)
-        if hidden < 0:
-            raise ModelError(f"hidden units = {hidden}: use 0 for no hidden layer, or a positive width such as 256.")
+        hidden = int(self.hidden.value)  # 0 means none here; heads.check_args words a negative width
         self.session.replace_head(
             num_classes=int(self.num_classes.value),
             dropout=round(float(self.dropout.value), 4),
