@@ -196,7 +196,9 @@ def test_the_choice_is_remembered_on_disk_and_reused_without_timing(monkeypatch:
     real = runtimes._time
     monkeypatch.setattr(runtimes, "_time", lambda cands, x: calls.append(sorted(cands)) or real(cands, x))
     split, x = _tiny_split()
+    rng = torch.get_rng_state()
     first = _select(split, x, None)
+    assert torch.equal(rng, torch.get_rng_state()), "choosing must leave a seeded fit's random numbers alone"
     assert calls == [["onnxruntime", "torch"]] and first.choice.source == "measured"
     assert set(first.choice.images_per_s) == {"onnxruntime", "torch"}
     stored = json.loads((Path(os.environ["TLWIDGETS_CACHE_DIR"]) / "runtimes.json").read_text())

@@ -1,47 +1,39 @@
 """Which runtime runs the frozen layers: eager PyTorch, ``torch.compile`` or ONNX Runtime.
 
-On a CPU without native bf16 the frozen feature pass runs in fp32, where eager PyTorch
-is several times slower than ONNX Runtime for small convolutional nets (EfficientNet-Lite0
-on an AVX2 laptop: 26 vs 100 images/s). On a CPU with bf16 the eager bf16 pass is usually
-the faster one. So the choice is measured, not guessed: :func:`select` times each available
-candidate on a batch of the fit's own images (one warm-up, then up to three timed rounds,
-candidates interleaved so that a busy machine slows them alike, best round counted), keeps
-the fastest whose features match PyTorch's, and remembers the choice in ``runtimes.json``
-in the tlwidgets cache folder, so later fits skip the timing.
+Without native bf16 the frozen feature pass runs in fp32, where eager PyTorch is several
+times slower than ONNX Runtime for small convolutional nets (EfficientNet-Lite0 on an AVX2
+laptop: 26 vs 100 images/s); with bf16, eager bf16 is usually faster. So :func:`select`
+times each candidate on a batch of the fit's own images (a warm-up, then up to three rounds,
+interleaved so that a busy machine slows all alike, best round counted), keeps the fastest
+whose features match PyTorch's, and remembers the choice in ``runtimes.json`` in the cache
+folder, keyed by the device, the architecture (code, layers, weight shapes: speed does not
+depend on weight values), the cut, batch shape and layout, precision and library versions.
 
-Candidates:
-
-* ``torch``: eager PyTorch as the trainer sets it up (autocast dtype, channels-last input).
-* ``compile``: ``torch.compile`` of the same, only where it is already wanted
-  (``compile_features``); compiling takes 15-60 s and is never done only to time it.
+* ``torch``: eager PyTorch as the trainer runs it (autocast dtype, channels-last input).
+* ``compile``: ``torch.compile`` of it, only where ``compile_features`` already wants it
+  (compiling takes 15-60 s and is never done only to time it).
 * ``onnxruntime``: the module exported in fp32 with a dynamic batch axis (TorchScript
-  exporter, the dynamo exporter when that fails) to the cache folder, run by an
-  ``InferenceSession`` on the CPU with as many threads as torch uses. The session fixes the
-  batch axis to the fit's batch size (smaller batches are padded): with every shape known,
-  ONNX Runtime folds the shape arithmetic of "same" padding (timm's EfficientNets), which
-  made Lite0 1.5 times faster in ONNX Runtime.
+  exporter, else dynamo) to the cache folder, one file per weights, run on the CPU with as
+  many threads as torch. The session fixes the batch axis to the fit's batch size (smaller
+  batches are padded): with all shapes known it folds the shape arithmetic of timm's "same"
+  padding, which makes Lite0 1.5x faster.
 
-A candidate replaces the current path (eager, or compiled where wanted) only when it is at
-least :data:`MARGIN` times as fast. Features are checked against eager PyTorch in fp32 on
-the first :data:`CHECK_IMAGES` images of the batch: an fp32 candidate may differ by at most
-:data:`FP32_TOLERANCE` times the largest absolute feature (ONNX Runtime differs by about
-1e-6 of it; a wrongly exported operator by far more); a bf16 candidate (compiled under bf16
-autocast) by at most :data:`BF16_TOLERANCE` in relative norm, ``|got - want| / |want|``
-(eager bf16 features of Lite0, MobileNetV2, ResNet-18/50 differ from fp32 by 0.4-1.7% in
-norm, while their largest single difference is noisier, so the norm is compared).
+A candidate replaces the current path (eager, or compiled where wanted) only when at least
+:data:`MARGIN` times as fast. Features are compared with eager PyTorch in fp32 on the first
+:data:`CHECK_IMAGES` images, for a remembered or forced choice too: fp32 candidates may
+differ by :data:`FP32_TOLERANCE` times the largest absolute feature (ONNX Runtime differs by
+about 1e-6 of it, a wrongly exported operator by far more); bf16 ones (compiled under bf16
+autocast) by :data:`BF16_TOLERANCE` in relative norm ``|got - want| / |want|`` (eager bf16
+features of Lite0, MobileNetV2, ResNet-18/50 differ from fp32 by 0.4-1.7% in norm; single
+elements are noisier). Timing runs only when the eager pass should take :data:`MIN_SECONDS`
+or more (estimated from one image); GPUs keep PyTorch untimed. Whatever fails (onnxruntime
+missing, an operator neither exporter handles, a mismatch, an error at run time) falls back
+to PyTorch with the reason in :attr:`RuntimeChoice.rejected`.
 
-Timing costs a few seconds, so it only runs when the eager pass over the data is expected
-to take :data:`MIN_SECONDS` or more (estimated from one image); shorter runs stay eager.
-GPUs (CUDA, MPS) keep PyTorch without timing. Anything that goes wrong (onnxruntime
-missing, an operator the exporters cannot handle, features that do not match, an error at
-run time) falls back to eager PyTorch, with the reason in :attr:`RuntimeChoice.rejected`.
-
-``TLWIDGETS_FEATURE_RUNTIME`` forces a choice: ``auto`` (default, measured), ``torch``
-(PyTorch as before: eager, compiled only where ``compile_features`` asks for it),
-``onnxruntime`` (checked, falls back to eager when it fails) or ``compile``.
-
-OpenVINO is not a candidate: it is another large dependency, while ONNX Runtime is already
-the optional dependency that checks ONNX exports.
+``TLWIDGETS_FEATURE_RUNTIME`` forces a choice: ``auto`` (default), ``torch`` (PyTorch as
+before: eager, compiled where ``compile_features`` asks), ``onnxruntime`` (checked; PyTorch
+when it fails) or ``compile``. OpenVINO is not a candidate: another large dependency, while
+ONNX Runtime already is the optional dependency that checks ONNX exports.
 """
 
 from __future__ import annotations
@@ -72,7 +64,7 @@ from tlwidgets.core.export import _export
 RUNTIMES = ("auto", "torch", "onnxruntime", "compile")
 ENV = "TLWIDGETS_FEATURE_RUNTIME"
 #: Time only when the eager pass over the data should take at least this long (seconds).
-MIN_SECONDS = 10.0
+MIN_SECONDS = 5.0
 #: A candidate replaces the current path only when at least this many times as fast.
 MARGIN = 1.1
 #: fp32 candidates: largest absolute difference / largest absolute feature.
@@ -82,7 +74,7 @@ BF16_TOLERANCE = 5e-2
 #: Images of the batch the features are compared on.
 CHECK_IMAGES = 8
 #: Timed rounds stop after this many seconds (at least one round runs).
-TIME_LIMIT_S = 1.5
+TIME_LIMIT_S = 1.0
 ROUNDS = 3
 NAMES = {"torch": "PyTorch", "compile": "torch.compile", "onnxruntime": "ONNX Runtime"}
 _STORE = "runtimes.json"
@@ -160,14 +152,12 @@ def onnxruntime_available() -> bool:
 
 
 # ---------------------------------------------------------------------------- remembered choices
-def _store_path() -> Path:
-    return Path(os.environ.get("TLWIDGETS_CACHE_DIR") or Path.home() / ".cache" / "tlwidgets") / _STORE
-
-
 def _read_store() -> dict[str, dict]:
-    # Reading must not create the cache folder (same rule as speed.json).
+    # Like speed.py's helpers (which import this module, so they cannot be shared): reading
+    # must not create the cache folder, writing replaces the file at once.
+    base = os.environ.get("TLWIDGETS_CACHE_DIR") or Path.home() / ".cache" / "tlwidgets"
     try:
-        data = json.loads(_store_path().read_text(encoding="utf-8"))
+        data = json.loads((Path(base) / _STORE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -191,11 +181,13 @@ def _remember(key: str, choice: RuntimeChoice) -> None:
 
 def _recall(key: str) -> RuntimeChoice | None:
     entry = _read_store().get(key)
-    if not isinstance(entry, dict) or entry.get("name") not in NAMES:
+    try:  # an edited or damaged entry counts as none
+        speeds = {str(k): float(v) for k, v in dict(entry.get("images_per_s") or {}).items()}
+        rejected = {str(k): str(v) for k, v in dict(entry.get("rejected") or {}).items()}
+        name = entry["name"]
+    except (AttributeError, KeyError, TypeError, ValueError):
         return None
-    speeds = {str(k): float(v) for k, v in dict(entry.get("images_per_s") or {}).items()}
-    rejected = {str(k): str(v) for k, v in dict(entry.get("rejected") or {}).items()}
-    return RuntimeChoice(str(entry["name"]), speeds, rejected, "cached")
+    return RuntimeChoice(name, speeds, rejected, "cached") if name in NAMES else None
 
 
 # ---------------------------------------------------------------------------- fingerprints
@@ -214,7 +206,7 @@ def _weights(module: nn.Module, shape: tuple[int, ...]) -> str:
     h = hashlib.sha1(f"{_architecture(module)}|{shape}|{torch.__version__}".encode())
     for name, t in module.state_dict().items():
         h.update(name.encode())
-        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()
 
 
@@ -294,7 +286,8 @@ class OnnxFunction:
 def _onnx_runtime(module: nn.Module, x: torch.Tensor, like: torch.Tensor) -> OnnxFunction:
     if not onnxruntime_available():
         raise RuntimeError("not installed (pip install onnxruntime)")
-    return OnnxFunction(_onnx_file(module, x[:2]), len(x), like)
+    example = x[:2] if len(x) > 1 else torch.cat([x, x])  # a batch of one would fix the batch axis
+    return OnnxFunction(_onnx_file(module, example), len(x), like)
 
 
 # ---------------------------------------------------------------------------- checks and timing
@@ -381,12 +374,14 @@ def select(module: nn.Module, eager: Fn, device: torch.device, amp: torch.dtype 
 
 def _choose(module: nn.Module, eager: Fn, base_name: str, base: Fn, amp: torch.dtype | None, x: torch.Tensor,
             where: str, mode: str) -> Runner:
-    k = min(CHECK_IMAGES, len(x))
-    want = module(x[:k])  # the fp32 reference (no autocast here)
     key = _key(module, x, where, amp, base_name)
     remembered = _recall(key) if mode == "auto" else None
     if remembered is not None and remembered.name != "onnxruntime":
         return Runner(base, remembered)
+    untimed = mode == "onnxruntime" or remembered is not None
+    k = min(CHECK_IMAGES, len(x))
+    warm = amp is None and not untimed  # eager fp32 is the reference: its warm-up batch serves as one
+    want = eager(x)[:k] if warm else module(x[:k])  # fp32: no autocast around module
     rejected: dict[str, str] = {}
     candidates: dict[str, Fn] = {base_name: base}
     if base_name == "compile":
@@ -395,7 +390,6 @@ def _choose(module: nn.Module, eager: Fn, base_name: str, base: Fn, amp: torch.d
         candidates["onnxruntime"] = _onnx_runtime(module, x, eager(x[:1]))
     except Exception as exc:  # noqa: BLE001 - missing package, an operator the exporters cannot handle
         rejected["onnxruntime"] = str(exc) if isinstance(exc, RuntimeError) else _failed(exc)
-    untimed = mode == "onnxruntime" or remembered is not None
     for name in [n for n in candidates if n != "torch" and (n == "onnxruntime" or not untimed)]:
         try:  # the first run is the warm-up too; eager PyTorch is the reference, never rejected
             run = getattr(candidates[name], "fp32", candidates[name])  # ONNX Runtime before the cast
@@ -412,7 +406,11 @@ def _choose(module: nn.Module, eager: Fn, base_name: str, base: Fn, amp: torch.d
             return Runner(candidates["onnxruntime"], RuntimeChoice("onnxruntime", old.images_per_s, rejected,
                                                                    old.source), eager)
         return Runner(base, RuntimeChoice(base_name, {}, rejected, old.source))
-    if "torch" in candidates:
+    if len(candidates) == 1:  # nothing to compare with: remembered, so the export is not tried again
+        choice = RuntimeChoice(base_name, {}, rejected, "measured")
+        _remember(key, choice)
+        return Runner(base, choice)
+    if "torch" in candidates and not warm:
         eager(x)  # warm-up at the batch size
     speeds, failed = _time(candidates, x)
     rejected.update(failed)
