@@ -67,7 +67,7 @@ def _edited(path: Path, name: str = META) -> Iterator[Any]:
     (path / name).write_text(json.dumps(holder[0]))
 
 
-def _refused(path: Path, *words: str, name: str = META, **load: Any) -> str:
+def assert_refused(path: Path, *words: str, name: str = META, **load: Any) -> str:
     """Load ``path``; it must fail with a ModelError naming ``path/name`` and every word."""
     with pytest.raises(ModelError) as info:
         Session.load(path, device="cpu", **load)
@@ -276,24 +276,24 @@ def test_an_edited_metadata_field_is_refused_at_load_naming_file_and_field(saved
     edit, words = META_EDITS[case]
     with _edited(saved) as doc:
         edit(doc[0])
-    _refused(saved, *words)
+    assert_refused(saved, *words)
 
 
 def test_classes_and_head_that_agree_but_not_with_the_weights_are_refused_at_load(saved: Path) -> None:
     with _edited(saved) as doc:
         _more_classes(doc[0])
-    _refused(saved, "head.num_classes 4", "3 outputs")
+    assert_refused(saved, "head.num_classes 4", "3 outputs")
 
 
 def test_a_model_name_far_bigger_than_the_weights_is_refused_before_it_is_built(saved: Path) -> None:
     with _edited(saved) as doc:
         doc[0]["model"].update(name="vit_h_14", arch="vit_h_14")  # 632M parameters: 2.5 GB to build
-    _refused(saved, "vit_h_14", "model.name")
+    assert_refused(saved, "vit_h_14", "model.name")
 
 
 def test_metadata_nested_100000_deep_is_refused(saved: Path) -> None:
     (saved / META).write_text('{"format": "tlwidgets-bundle", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    _refused(saved, "nested")
+    assert_refused(saved, "nested")
 
 
 def test_bundle_zip_with_an_edited_field_is_refused_naming_the_zip(small, tmp_path: Path) -> None:
@@ -306,7 +306,7 @@ def test_bundle_zip_with_an_edited_field_is_refused_naming_the_zip(small, tmp_pa
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in files.items():
             zf.writestr(name, data)
-    _refused(path, "transforms.image_size 1000000")
+    assert_refused(path, "transforms.image_size 1000000")
 
 
 # ---------------------------------------------------------------------------- split.json
@@ -332,24 +332,24 @@ def test_an_edited_split_is_refused_at_load_naming_file_and_field(saved: Path, c
     edit, words = SPLIT_EDITS[case]
     with _edited(saved, SPLIT) as doc:
         edit(doc if case == "a list" else doc[0])
-    _refused(saved, *words, name=SPLIT)
+    assert_refused(saved, *words, name=SPLIT)
     assert Session.load(saved, device="cpu", data=False).data is None  # the model alone still opens
 
 
 def test_a_split_with_more_files_than_allowed_is_refused(saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bundle_schema, "MAX_SPLIT_FILES", 5)
-    _refused(saved, "12 files", "more than 5", name=SPLIT)
+    assert_refused(saved, "12 files", "more than 5", name=SPLIT)
 
 
 # ---------------------------------------------------------------------------- only plain files, of bounded size
 def test_metadata_larger_than_the_bound_is_refused_unread(saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bundle_schema, "MAX_JSON_BYTES", 1000)
-    _refused(saved, "more than")
+    assert_refused(saved, "more than")
 
 
 def test_weights_larger_than_the_bound_are_refused_unread(saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bundle_schema, "MAX_WEIGHTS_BYTES", 1000)
-    _refused(saved, "more than", name=WEIGHTS)
+    assert_refused(saved, "more than", name=WEIGHTS)
 
 
 def test_zip_members_larger_than_the_bound_are_refused_unread(
@@ -357,7 +357,7 @@ def test_zip_members_larger_than_the_bound_are_refused_unread(
 ) -> None:
     path = small[0].save(tmp_path / "model.zip")
     monkeypatch.setattr(bundle_schema, "MAX_JSON_BYTES", 1000)
-    _refused(path, "more than")
+    assert_refused(path, "more than")
 
 
 def test_a_zip_listing_many_entries_is_refused_before_they_are_listed(small, tmp_path: Path) -> None:
@@ -381,7 +381,7 @@ def test_a_fifo_in_place_of_a_bundle_file_is_refused_without_blocking(saved: Pat
     (saved / name).unlink()
     os.mkfifo(saved / name)
     with _no_hang():
-        _refused(saved, "not a regular file", name=name)
+        assert_refused(saved, "not a regular file", name=name)
 
 
 @pytest.mark.parametrize("name", [META, WEIGHTS, SPLIT])
@@ -389,14 +389,14 @@ def test_a_link_out_of_the_bundle_is_refused(saved: Path, tmp_path: Path, name: 
     outside = tmp_path / f"outside-{name}"
     shutil.move(saved / name, outside)
     (saved / name).symlink_to(outside)
-    _refused(saved, "outside the bundle", name=name)
+    assert_refused(saved, "outside the bundle", name=name)
 
 
 def test_a_link_to_a_device_is_refused(saved: Path) -> None:
     (saved / WEIGHTS).unlink()
     (saved / WEIGHTS).symlink_to("/dev/zero")
     with _no_hang():
-        _refused(saved, name=WEIGHTS)
+        assert_refused(saved, name=WEIGHTS)
 
 
 def test_a_link_inside_the_bundle_is_followed(saved: Path, small) -> None:
