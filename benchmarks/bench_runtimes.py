@@ -7,7 +7,8 @@ AVX2 laptop's, but the choice runs as it would there). Set ``OMP_WAIT_POLICY=PAS
 when other processes share the cores.
 
 Prints the CPU and its flags, the measured fp32 peak (and the bf16 peak where the CPU
-has bf16: big matmuls and a big convolution, best of five rounds), then for EfficientNet-Lite0,
+has bf16: big matmuls and a big convolution, best of three rounds, measured again before
+each model), then for EfficientNet-Lite0,
 MobileNetV2, ResNet-18 and ResNet-50 (random weights: the speed does not depend on them)
 the frozen feature pass (everything up to the head's input, batch 32, 224x224,
 channels-last input as the trainer feeds it) in images/s per runtime, best of the timed
@@ -44,7 +45,7 @@ def cpu_info() -> tuple[str, set[str]]:
     return name, flags
 
 
-def measured_peak(dtype, rounds: int = 5, seconds: float = 0.25) -> tuple[float, str]:
+def measured_peak(dtype, rounds: int = 3, seconds: float = 0.2) -> tuple[float, str]:
     """Best FLOP/s (2 per multiply-add) of big square matmuls of ``dtype`` and of a big
     channels-last 3x3 convolution (oneDNN runs it faster than a matmul on some CPUs), best
     of ``rounds``: other processes on the cores only ever slow a round down."""
@@ -151,25 +152,29 @@ def main() -> int:
     print("flags: " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in FLAGS)
           + f"; TLWIDGETS_CPU_BF16={os.environ.get('TLWIDGETS_CPU_BF16', '(unset)')}")
     dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if cpu_has_bf16() else {})}
-    peaks = {k: measured_peak(d) for k, d in dtypes.items()}
-    results = {m: bench_model(m, args.batch, args.batches, args.compile) for m in args.models}
-    # Measured again after the models: a busy machine only lowers a measurement, so keep the best.
-    peaks = {k: max(peaks[k], measured_peak(d)) for k, d in dtypes.items()}
-    print("measured peak (best before and after the models): "
-          + ", ".join(f"{k} {rate / 1e9:,.0f} GFLOP/s ({kernel})" for k, (rate, kernel) in peaks.items()) + "\n")
+    results, best = {}, {}
+    for m in args.models:
+        # The peak is measured again before each model: where other processes share the cores,
+        # a share of a peak measured minutes earlier would mean little.
+        peaks = {k: measured_peak(d) for k, d in dtypes.items()}
+        results[m] = {**bench_model(m, args.batch, args.batches, args.compile), "peaks": peaks}
+        best = {k: max(best.get(k, (0.0, "")), v) for k, v in peaks.items()}
+    print("measured peak (best of the measurements before each model): "
+          + ", ".join(f"{k} {rate / 1e9:,.0f} GFLOP/s ({kernel})" for k, (rate, kernel) in best.items()) + "\n")
     print(f"Frozen feature pass (prefix up to the head input), batch {args.batch}, 224x224, images/s "
-          "(share of the measured peak of its precision):\n")
+          "(share of the peak of its precision measured just before):\n")
     columns = list(dict.fromkeys(c for r in results.values() for c in r["rates"]))
-    print("| model | GFLOP/image | " + " | ".join(columns) + " | chosen |")
-    print("|---|---|" + "---|" * len(columns) + "---|")
+    print("| model | GFLOP/image | peak " + "/".join(dtypes) + " GFLOP/s | " + " | ".join(columns) + " | chosen |")
+    print("|---|---|---|" + "---|" * len(columns) + "---|")
     for model_name, r in results.items():
         cells = []
         for c in columns:
             rate = r["rates"].get(c)
-            peak = peaks.get(c.rsplit(" ", 1)[-1], peaks["fp32"])[0]
+            peak = r["peaks"].get(c.rsplit(" ", 1)[-1], r["peaks"]["fp32"])[0]
             cells.append("–" if rate is None else f"{rate:.0f} ({rate * r['gflop'] * 1e9 / peak:.0%})")
         choice = r["choice"]
-        print(f"| {model_name} | {r['gflop']:.2f} | " + " | ".join(cells) + f" | {choice.label} |")
+        peak_now = "/".join(f"{rate / 1e9:.0f}" for rate, _ in r["peaks"].values())
+        print(f"| {model_name} | {r['gflop']:.2f} | {peak_now} | " + " | ".join(cells) + f" | {choice.label} |")
     print("\nWhy the others were not chosen:")
     for model_name, r in results.items():
         reasons = "; ".join(f"{k}: {v}" for k, v in r["choice"].rejected.items()) or "-"
