@@ -31,6 +31,7 @@ from torchvision import transforms
 from tests.conftest import make_image_folder
 from tlwidgets import Session
 from tlwidgets.core import data as D
+from tlwidgets.core import archives as A
 from tlwidgets.core import data_sources as S
 from tlwidgets.core import images as I
 from tlwidgets.core.errors import DataError
@@ -371,7 +372,7 @@ def test_one_gib_tar_gz_bomb_is_refused_from_its_first_header(tmp_path: Path, ca
 def test_small_bombs_are_refused_under_lowered_limits(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(S, "RATIO_CHECK_BYTES", 64 * 1024)
+    monkeypatch.setattr(A, "RATIO_CHECK_BYTES", 64 * 1024)
     zip_bomb = _zip_bomb(tmp_path / "small.zip", 1)
     _assert_refused(lambda: D.load_data(zip_bomb), zip_bomb, cache, "'a/zeros.png'", "MAX_COMPRESSION_RATIO")
     tar_bomb = _tar_gz_bomb(tmp_path / "small.tgz", 1)
@@ -391,7 +392,7 @@ def test_archive_beyond_the_total_size_limit_is_refused(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = _stored_zip(tmp_path / "big.zip", 3, MIB)
-    monkeypatch.setattr(S, "MAX_ARCHIVE_BYTES", 2 * MIB + 1)
+    monkeypatch.setattr(A, "MAX_ARCHIVE_BYTES", 2 * MIB + 1)
     _assert_refused(lambda: D.load_data(archive), archive, cache, "more than 2.0 MiB", "MAX_ARCHIVE_BYTES")
     tar = tmp_path / "big.tar"
     with tarfile.open(tar, "w") as tf:
@@ -406,7 +407,7 @@ def test_archive_with_too_many_members_is_refused(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = _stored_zip(tmp_path / "many.zip", 6, 16)
-    monkeypatch.setattr(S, "MAX_ARCHIVE_MEMBERS", 5)
+    monkeypatch.setattr(A, "MAX_ARCHIVE_MEMBERS", 5)
     _assert_refused(lambda: D.load_data(archive), archive, cache, "more than 5 members", "MAX_ARCHIVE_MEMBERS")
 
 
@@ -414,7 +415,7 @@ def test_archive_too_large_for_the_free_disk_space_is_refused(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = _images_zip(tmp_path / "photos.zip")
-    monkeypatch.setattr(S, "MAX_ARCHIVE_DISK_SHARE", 1e-12)
+    monkeypatch.setattr(A, "MAX_ARCHIVE_DISK_SHARE", 1e-12)
     message = _assert_refused(lambda: D.load_data(archive), archive, cache, f"free in {cache / 'archives'}",
                               "TLWIDGETS_CACHE_DIR", "MAX_ARCHIVE_DISK_SHARE", names_cache=True)
     assert "50%" not in message  # the share shown is the one in force
