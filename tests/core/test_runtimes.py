@@ -102,7 +102,7 @@ def test_a_failing_export_falls_back_to_eager_with_the_reason(monkeypatch: pytes
     def refuse(*_args, **_kw) -> None:
         raise RuntimeError("no exporter today")
 
-    monkeypatch.setattr(runtimes, "_export", refuse)
+    monkeypatch.setattr(runtimes, "export_graph", refuse)
     split, x = _tiny_split()
     runner = _select(split, x, None, force=mode)
     assert runner.choice.name == "torch"

@@ -24,7 +24,8 @@ def test_measure_speed_caches_and_shows_in_the_table() -> None:
     assert cached_speed("squeezenet1_1", "cpu") is None
 
     result = measure_speed("mobilenet_v3_small", "cpu", batch_size=2, repeats=2, precision="fp32")
-    assert set(result) == {"name", "device", "batch_size", "ms_per_image", "peak_mem_mb", "precision"}
+    assert set(result) == {"name", "device", "batch_size", "ms_per_image", "peak_mem_mb", "precision", "runtime"}
+    assert result["runtime"] in ("torch", "onnxruntime")
     assert result["name"] == "mobilenet_v3_small"
     assert result["device"] == _device.describe("cpu")
     assert result["batch_size"] == 2 and result["precision"] == "fp32"

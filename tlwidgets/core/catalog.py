@@ -199,7 +199,7 @@ def list_models(family: str | None = None) -> pd.DataFrame:
         ModelError: unknown family; the message lists the families.
     """
     from tlwidgets.core.device import best_device
-    from tlwidgets.core.speed import _speeds_for
+    from tlwidgets.core.speed_cache import speeds_for
 
     specs = sorted(_all_specs().values(), key=lambda s: s.name)
     if family is not None:
@@ -208,7 +208,7 @@ def list_models(family: str | None = None) -> pd.DataFrame:
         if wanted not in {f.lower() for f in families}:
             raise ModelError(f"Unknown family {family!r}; choose one of: {', '.join(families)}.")
         specs = [s for s in specs if s.family.lower() == wanted]
-    speeds = _speeds_for(best_device())
+    speeds = speeds_for(best_device())
     rows = [
         {
             "name": s.name, "family": s.family, "source": s.source, "params_m": s.params_m,

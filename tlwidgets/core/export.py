@@ -11,12 +11,10 @@ Install the optional tools with ``pip install "tlwidgets[export]"``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import json
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +24,8 @@ import torch
 from torch import nn
 
 from .errors import ModelError
-from .evaluation import logits_of
 
-EXPORTERS = ("auto", "dynamo", "torchscript")
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
+from .onnx_graph import EXPORTERS, INPUT_NAME, OUTPUT_NAME, Logits, export_graph
 
 
 @dataclass(frozen=True)
@@ -62,35 +57,8 @@ class OnnxExport:
         return f"Exported {self.path} ({self.exporter} exporter, input Nx3x{self.input_size}x{self.input_size}); {check}."
 
 
-class _Logits(nn.Module):
-    """The model with its output reduced to the class-score tensor."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return logits_of(self.model(images))
-
-
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
-
-
-def _export(module: nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int | None) -> None:
-    kw: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
-    if opset is not None:
-        kw["opset_version"] = opset
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if exporter == "dynamo":
-            batch = torch.export.Dim("batch", min=1)
-            with contextlib.redirect_stdout(None):  # the exporter narrates its steps on stdout
-                torch.onnx.export(module, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},),
-                                  external_data=False, verbose=False, **kw)
-        else:
-            axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-            torch.onnx.export(module, (example,), str(path), dynamo=False, dynamic_axes=axes, **kw)
 
 
 def _annotate(path: Path, classes: Sequence[str] | None, transforms: Mapping[str, Any] | None) -> None:
@@ -173,7 +141,7 @@ def export_onnx(
     if not dest.suffix:
         dest = dest.with_suffix(".onnx")
     size = int(input_size)
-    module = _Logits(copy.deepcopy(model)).to("cpu", torch.float32).eval()
+    module = Logits(copy.deepcopy(model)).to("cpu", torch.float32).eval()
     module.to(memory_format=torch.contiguous_format)
     if samples is None:
         samples = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -189,7 +157,7 @@ def export_onnx(
     used = None
     for name in order:
         try:
-            _export(module, samples[:2], dest, name, opset)
+            export_graph(module, samples[:2], dest, name, opset)
             used = name
             break
         except Exception as exc:  # noqa: BLE001 - try the other exporter, report both

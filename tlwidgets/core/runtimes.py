@@ -42,11 +42,9 @@ import copy
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import math
 import os
 import re
-import tempfile
 import threading
 import time
 import warnings
@@ -58,8 +56,8 @@ import torch
 from torch import nn
 
 from tlwidgets.core import device as _device
-from tlwidgets.core._cache import cache_dir
-from tlwidgets.core.export import _export
+from tlwidgets.core._cache import cache_dir, read_json, write_json
+from tlwidgets.core.onnx_graph import export_graph
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "compile")
 ENV = "TLWIDGETS_FEATURE_RUNTIME"
@@ -153,14 +151,7 @@ def onnxruntime_available() -> bool:
 
 # ---------------------------------------------------------------------------- remembered choices
 def _read_store() -> dict[str, dict]:
-    # Like speed.py's helpers (which import this module, so they cannot be shared): reading
-    # must not create the cache folder, writing replaces the file at once.
-    base = os.environ.get("TLWIDGETS_CACHE_DIR") or Path.home() / ".cache" / "tlwidgets"
-    try:
-        data = json.loads((Path(base) / _STORE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json(_STORE)
 
 
 def _remember(key: str, choice: RuntimeChoice) -> None:
@@ -168,15 +159,7 @@ def _remember(key: str, choice: RuntimeChoice) -> None:
         data = _read_store()
         data[key] = {"name": choice.name, "images_per_s": choice.images_per_s, "rejected": choice.rejected,
                      "measured_at": time.time()}
-        path = cache_dir() / _STORE
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".runtimes-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json(_STORE, data)
 
 
 def _recall(key: str) -> RuntimeChoice | None:
@@ -226,7 +209,7 @@ def _onnx_file(module: nn.Module, example: torch.Tensor) -> Path:
         for exporter in ("torchscript", "dynamo"):  # TorchScript exports in a second, dynamo in ten
             try:
                 with torch.no_grad():
-                    _export(plain, example.detach().to("cpu", torch.float32).contiguous(), tmp, exporter, None)
+                    export_graph(plain, example.detach().to("cpu", torch.float32).contiguous(), tmp, exporter, None)
                 break
             except Exception as exc:  # noqa: BLE001 - try the other exporter, report both
                 errors.append(f"{exporter}: {type(exc).__name__}: {str(exc)[:200]}")

@@ -10,60 +10,20 @@ PyTorch, or ONNX Runtime where it is faster and matches).
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import statistics
-import tempfile
-import threading
 import time
-from pathlib import Path
 
 import torch
 
 from tlwidgets.core import device as _device
 from tlwidgets.core import runtimes
-from tlwidgets.core._cache import cache_dir
-from tlwidgets.core.export import _Logits
+from tlwidgets.core import speed_cache
+from tlwidgets.core.speed_cache import cached_speed  # noqa: F401 - part of this module's API
+from tlwidgets.core.onnx_graph import Logits
 
 from .errors import ConfigError
 
-_LOCK = threading.Lock()
-_FILE = "speed.json"
 _RUNTIMES = ("auto", "torch", "onnxruntime")
-
-
-def _cache_file() -> Path:
-    return cache_dir() / _FILE
-
-
-def _read() -> dict[str, dict]:
-    # Same place as cache_dir(), which would create the folder: reading must not.
-    base = os.environ.get("TLWIDGETS_CACHE_DIR") or Path.home() / ".cache" / "tlwidgets"
-    try:
-        data = json.loads((Path(base) / _FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write(data: dict[str, dict]) -> None:
-    path = _cache_file()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".speed-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _resolve(device: str | torch.device | None) -> torch.device:
-    return _device.best_device() if device is None else torch.device(device)
-
-
-def _key(desc: str, name: str, batch_size: int) -> str:
-    return f"{desc}|{name}|{batch_size}"
 
 
 def _synchronize(dev: torch.device) -> None:
@@ -110,7 +70,7 @@ def measure_speed(
         raise ConfigError(f"batch_size={batch_size!r} and repeats={repeats!r} must both be >= 1.")
     if runtime not in _RUNTIMES:
         raise ConfigError(f"runtime={runtime!r} is not one of {', '.join(map(repr, _RUNTIMES))}.")
-    dev = _resolve(device)
+    dev = speed_cache.resolve(device)
     dtype = _device.autocast_dtype(dev, precision)
     spec = get_spec(name)
     with torch.random.fork_rng(devices=[]):  # the same weights every time: an exported file is reused
@@ -120,7 +80,7 @@ def measure_speed(
     autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     run, used = model, "torch"
     if runtime != "torch":
-        logits = _Logits(model).eval()
+        logits = Logits(model).eval()
 
         def eager(images: torch.Tensor) -> torch.Tensor:
             with torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
@@ -149,30 +109,8 @@ def measure_speed(
         "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
         "runtime": used,
     }
-    with _LOCK:
-        data = _read()
-        data[_key(result["device"], spec.name, int(batch_size))] = {**result, "measured_at": time.time()}
-        _write(data)
+    with speed_cache.LOCK:
+        data = speed_cache.read()
+        data[speed_cache.key(result["device"], spec.name, int(batch_size))] = {**result, "measured_at": time.time()}
+        speed_cache.write(data)
     return result
-
-
-def _speeds_for(device: str | torch.device | None = None) -> dict[str, float]:
-    """``{name: ms_per_image}`` of every cached measurement on ``device`` (latest wins)."""
-    desc = _device.describe(_resolve(device))
-    latest: dict[str, tuple[float, float]] = {}
-    for entry in _read().values():
-        if not isinstance(entry, dict) or entry.get("device") != desc:
-            continue
-        try:
-            name, ms = str(entry["name"]), float(entry["ms_per_image"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        when = float(entry.get("measured_at") or 0.0)
-        if name not in latest or when >= latest[name][0]:
-            latest[name] = (when, ms)
-    return {name: ms for name, (_, ms) in latest.items()}
-
-
-def cached_speed(name: str, device: str | torch.device | None = None) -> float | None:
-    """``ms_per_image`` of the latest cached measurement of ``name`` on ``device``, or ``None``."""
-    return _speeds_for(device).get(name)
