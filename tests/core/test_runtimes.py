@@ -269,6 +269,7 @@ def test_a_fit_names_its_runtime_and_trains_like_pytorch(image_folder: Path, mon
 @needs_ort
 def test_an_automatic_fit_times_once_and_says_what_it_chose(image_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtimes, "MIN_SECONDS", 0.0)  # time even this small fit
+    monkeypatch.setattr(runtimes, "MIN_SECONDS_BF16", 0.0)
     calls = []
     real = runtimes._time
     monkeypatch.setattr(runtimes, "_time", lambda cands, x: calls.append(1) or real(cands, x))
@@ -289,3 +290,12 @@ def test_measure_speed_reports_the_runtime(monkeypatch: pytest.MonkeyPatch) -> N
     assert auto["runtime"] in expected and auto["ms_per_image"] > 0
     with pytest.raises(ConfigError, match="runtime"):
         measure_speed("squeezenet1_1", "cpu", runtime="openvino")
+
+
+def test_small_fits_on_the_bf16_path_keep_pytorch_untimed(image_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtimes, "MIN_SECONDS", 0.0)  # the fp32 path would time this fit
+    monkeypatch.setattr(runtimes, "_time", lambda *a: pytest.fail("timed a small bf16 fit"))
+    monkeypatch.setenv("TLWIDGETS_CPU_BF16", "1")
+    s, _ = _fit(image_folder, "auto", monkeypatch)
+    choice = s.feature_cache._entry.runtime
+    assert choice.name == "torch" and "not timed" in choice.rejected["onnxruntime"]

@@ -26,7 +26,10 @@ about 1e-6 of it, a wrongly exported operator by far more); bf16 ones (compiled 
 autocast) by :data:`BF16_TOLERANCE` in relative norm ``|got - want| / |want|`` (eager bf16
 features of Lite0, MobileNetV2, ResNet-18/50 differ from fp32 by 0.4-1.7% in norm; single
 elements are noisier). Timing runs only when the eager pass should take :data:`MIN_SECONDS`
-or more (estimated from one image); GPUs keep PyTorch untimed. Whatever fails (onnxruntime
+or more (estimated from one image), :data:`MIN_SECONDS_BF16` on CPUs that run the frozen
+layers in native bf16 (there fp32 ONNX Runtime is at best a little faster: Lite0 84 vs 78
+images/s, and the 3-4 s of exporting and timing made the first Train on 300 photos slower);
+GPUs keep PyTorch untimed. Whatever fails (onnxruntime
 missing, an operator neither exporter handles, a mismatch, an error at run time) falls back
 to PyTorch with the reason in :attr:`RuntimeChoice.rejected`.
 
@@ -63,6 +66,8 @@ RUNTIMES = ("auto", "torch", "onnxruntime", "compile")
 ENV = "TLWIDGETS_FEATURE_RUNTIME"
 #: Time only when the eager pass over the data should take at least this long (seconds).
 MIN_SECONDS = 5.0
+#: The same where the frozen layers run in bf16 autocast on the CPU.
+MIN_SECONDS_BF16 = 60.0
 #: A candidate replaces the current path only when at least this many times as fast.
 MARGIN = 1.1
 #: fp32 candidates: largest absolute difference / largest absolute feature.
@@ -344,7 +349,7 @@ def select(module: nn.Module, eager: Fn, device: torch.device, amp: torch.dtype 
     if mode == "auto" and images is not None and probe is not None:
         with torch.no_grad():
             expected = _estimate_s(eager, probe, images)
-        if expected < MIN_SECONDS:
+        if expected < (MIN_SECONDS if amp is None else MIN_SECONDS_BF16):
             why = f"not timed: about {expected:.1f} s of frozen-layer work"
             return Runner(base, RuntimeChoice(base_name, rejected={"onnxruntime": why}))
     try:
