@@ -53,7 +53,7 @@ _LAYOUT_HINT = "one sub-folder per class, e.g. root/cats/*.jpg, root/dogs/*.jpg"
 #: the free memory: 2 GiB holds about 8,000 photos at EfficientNet's 256x341 resize, or
 #: 11,000 at ResNet's 232x309. Images past the bound are decoded on every read.
 DECODED_CACHE_MAX_BYTES = 2 << 30
-_CACHE_ENTRY_BYTES = 256  # the numpy array object and its dict slot, counted with the pixels
+_BLOCK_BYTES = 64 << 20  # kept images are packed into blocks this large (see _Kept)
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,8 @@ class DecodedBudget:
 
     Attributes:
         max_bytes: the bound; default :func:`decoded_cache_bound`.
-        nbytes: bytes held now (pixels plus a fixed allowance per image).
+        nbytes: bytes held now: the blocks the kept pixels are packed into (and not
+            the index of where each image lies, 32 bytes an image, made with the dataset).
     """
 
     def __init__(self, max_bytes: int | None = None) -> None:
@@ -174,6 +175,62 @@ class DecodedBudget:
 
     def give_back(self, nbytes: int) -> None:
         self.nbytes = max(0, self.nbytes - nbytes)
+
+    @property
+    def room(self) -> int:
+        """Bytes that can still be taken."""
+        return max(0, self.max_bytes - self.nbytes)
+
+
+class _Kept:
+    """One dataset's kept images, packed one after another into large uint8 blocks.
+
+    Where each image lies is one row of a preallocated index, so keeping an image makes
+    no small long-lived object: those, scattered between the decoder's temporaries, left
+    the heap so fragmented that resident memory grew to several times the pixels kept.
+    Nothing is evicted: once the budget is spent, further images are not kept (an epoch
+    reads every image once, so evicting old ones would only trade one miss for another).
+    """
+
+    def __init__(self, n: int, budget: DecodedBudget) -> None:
+        self.budget = budget
+        self.where = np.full((n, 4), -1, dtype=np.int64)  # block, offset, height, width
+        self.blocks: list[np.ndarray] = []
+        self.free = 0  # bytes left at the end of the last block
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def get(self, index: int) -> Image.Image | None:
+        block, offset, height, width = (int(v) for v in self.where[index])
+        if block < 0:
+            return None
+        pixels = self.blocks[block][offset:offset + 3 * height * width].reshape(height, width, 3)
+        return Image.fromarray(pixels)
+
+    def keep(self, index: int, image: Image.Image) -> bool:
+        """Copy ``image`` (RGB) into a block; False when the budget is spent."""
+        width, height = image.size
+        nbytes = 3 * width * height
+        if nbytes > self.free:
+            size = min(max(_BLOCK_BYTES, nbytes), self.budget.room)
+            if size < nbytes or not self.budget.take(size):
+                return False
+            self.blocks.append(np.empty(size, np.uint8))
+            self.free = size
+        block = self.blocks[-1]
+        offset = block.size - self.free
+        block[offset:offset + nbytes] = np.frombuffer(image.tobytes(), np.uint8)
+        self.where[index] = (len(self.blocks) - 1, offset, height, width)
+        self.free -= nbytes
+        self.count += 1
+        return True
+
+    def clear(self) -> None:
+        self.budget.give_back(sum(b.size for b in self.blocks))
+        self.blocks, self.free, self.count = [], 0, 0
+        self.where.fill(-1)
 
 
 class ImageDataset(Dataset):
@@ -203,8 +260,7 @@ class ImageDataset(Dataset):
         self.samples = [s if isinstance(s, Sample) else Sample(os.fspath(s[0]), int(s[1])) for s in samples]
         self.classes = list(classes) if classes is not None else None
         self._budget = (cache if isinstance(cache, DecodedBudget) else DecodedBudget()) if cache else None
-        self._cache: dict[int, np.ndarray] | None = {} if cache else None
-        self._cached_bytes = 0
+        self._cache = _Kept(len(self.samples), self._budget) if self._budget is not None else None
         self._shrink: Shrink | None = None
         self.transform = transform
 
@@ -223,11 +279,8 @@ class ImageDataset(Dataset):
 
     def clear_cache(self) -> None:
         """Forget the decoded images kept in memory (their bytes go back to the budget)."""
-        if self._cache:
+        if self._cache is not None:
             self._cache.clear()
-        if self._budget is not None:
-            self._budget.give_back(self._cached_bytes)
-        self._cached_bytes = 0
 
     @property
     def targets(self) -> list[int]:
@@ -247,16 +300,10 @@ class ImageDataset(Dataset):
         cache = self._cache
         if cache is None:
             return load_image(path, self._shrink)
-        pixels = cache.get(index)
-        if pixels is not None:
-            return Image.fromarray(pixels, "RGB")
-        image = load_image(path, self._shrink)
-        # Kept as a numpy array: 3 bytes a pixel, where a PIL RGB image holds 4.
-        nbytes = 3 * image.size[0] * image.size[1] + _CACHE_ENTRY_BYTES
-        assert self._budget is not None
-        if self._budget.take(nbytes):
-            cache[index] = np.asarray(image)
-            self._cached_bytes += nbytes
+        image = cache.get(index)
+        if image is None:
+            image = load_image(path, self._shrink)
+            cache.keep(index, image)  # 3 bytes a pixel, where a PIL RGB image holds 4
         return image
 
 
