@@ -148,10 +148,13 @@ def test_full_passes_when_there_is_no_frozen_prefix_and_errors_when_forced() -> 
         run(model, colour_task(16, 0), None, epochs=1, cache_features="on")
 
 
-def test_features_over_the_memory_limit_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_features_over_the_memory_limit_go_to_disk_or_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(features, "memory_budget", lambda device: 100)
     model = tiny_net()
     freeze_all_but(model, "fc")
+    history, trainer = run(model, colour_task(16, 0), colour_task(8, 1), epochs=1)
+    assert trainer.mode == "cached features on disk (head input)" and len(history.epochs) == 1
+    monkeypatch.setattr(features, "disk_room", lambda: (10, "10 bytes free on disk"))  # no room there either
     history, trainer = run(model, colour_task(16, 0), colour_task(8, 1), epochs=1)
     assert trainer.mode.startswith("full passes: features need") and len(history.epochs) == 1
     _, trainer = run(model, colour_task(16, 0), None, epochs=1, cache_features="on")  # "on" ignores the limit
