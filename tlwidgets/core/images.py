@@ -249,7 +249,7 @@ def load_image(path: Any, shrink: Shrink | None = None) -> Image.Image:
 
 
 def _orientation(im: Image.Image) -> int:
-    """The EXIF orientation (1-8) of a loaded image; 1 when absent or unreadable."""
+    """The EXIF orientation (1-8) of an opened image; 1 when absent or unreadable."""
     try:
         value = im.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception:  # a broken EXIF block does not make the pixels unusable
