@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -78,13 +79,14 @@ def _accuracies(session) -> tuple[float, float]:
     return float(result.accuracy), float(recall)
 
 
-def run_tlwidgets(source: str) -> dict:
-    """The default fit, then the grid on the same cached features."""
+def default_fit(source: str, device: str | None = None) -> tuple[Any, Any, float]:
+    """What the App does on Train with no option touched: Lite0, new head, frozen backbone,
+    default ``fit()``; returns the session, its history and the fit's wall time (s)."""
     import torch
 
     from tlwidgets import Session
 
-    s = Session()
+    s = Session(device=device)
     s.load_model(MODEL)
     s.load_data(source, val_fraction=0.2, seed=0)
     torch.manual_seed(0)
@@ -92,7 +94,14 @@ def run_tlwidgets(source: str) -> dict:
     s.freeze_backbone()
     start = time.perf_counter()
     history = s.fit()
-    wall = time.perf_counter() - start
+    return s, history, time.perf_counter() - start
+
+
+def run_tlwidgets(source: str) -> dict:
+    """The default fit, then the grid on the same cached features."""
+    import torch
+
+    s, history, wall = default_fit(source)
     acc, balanced = _accuracies(s)
     out = {"default": {"acc": acc, "balanced": balanced, "wall_s": wall, "epochs": len(history.epochs),
                        "best_epoch": history.best_epoch, "notes": history.notes, "message": s.message},

@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,19 +27,9 @@ DATA = ROOT.parent / "shared" / "datasets" / "flowers-dev"
 
 
 def child() -> dict:
-    import torch
+    from bench_defaults import default_fit
 
-    from tlwidgets import Session
-
-    s = Session(device="cpu")
-    s.load_model("efficientnet_lite0")
-    s.load_data(str(DATA), val_fraction=0.2, seed=0)
-    torch.manual_seed(0)
-    s.replace_head()
-    s.freeze_backbone()
-    start = time.perf_counter()
-    history = s.fit()
-    wall = time.perf_counter() - start
+    s, history, wall = default_fit(str(DATA), device="cpu")
     first = history.epochs[0]
     return {"wall_s": wall, "first_epoch_s": first["time_s"], "acc": s.evaluate().accuracy,
             "epochs": len(history.epochs), "features_per_s": first["feature_images_per_s"],
