@@ -41,6 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 DATA = ROOT.parent / "shared" / "datasets" / "flowers-dev"
 TARGET = 0.80
 MODEL = "efficientnet_lite0"
@@ -302,38 +303,6 @@ def fastai_fine_tune(classes: list[str], train: list[tuple[str, int]], val: list
             "wall_s": wall, "images_per_s": len(train) * total_epochs / wall}
 
 
-def _peak_gflops(seconds: float = 1.0, rounds: int = 5) -> tuple[float, str]:
-    """The best FLOP/s of big bf16 matmuls (and of a big channels-last bf16 convolution, which
-    oneDNN runs faster than torch.matmul on some CPUs), best of ``rounds``."""
-    import torch
-    import torch.nn.functional as F
-
-    def mm(n):
-        a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
-        return (lambda: a @ b), 2 * n**3
-
-    def conv():
-        x = torch.randn(32, 256, 28, 28, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
-        w = torch.randn(256, 256, 3, 3, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
-        return (lambda: F.conv2d(x, w, padding=1)), 2 * 32 * 256 * 28 * 28 * 256 * 9
-
-    kernels = {"4096x4096 bf16 matmul": mm(4096), "2048x2048 bf16 matmul": mm(2048),
-               "3x3 conv 256->256 @28x28 x32, bf16 channels-last": conv()}
-    best, name = 0.0, ""
-    with torch.no_grad():
-        for _ in range(rounds):
-            for label, (fn, flops) in kernels.items():
-                fn()
-                t, k = time.perf_counter(), 0
-                while time.perf_counter() - t < seconds / rounds or k == 0:
-                    fn()
-                    k += 1
-                rate = k * flops / (time.perf_counter() - t)
-                if rate > best:
-                    best, name = rate, label
-    return best, name
-
-
 def run_peak(images: int, batch_size: int, compile_too: bool) -> dict:
     """bf16 matmul peak, and the frozen-prefix throughput of ResNet-18 (and Lite0) against it."""
     import torch
@@ -343,7 +312,9 @@ def run_peak(images: int, batch_size: int, compile_too: bool) -> dict:
     from tlwidgets.core.device import autocast_dtype
 
     amp = autocast_dtype("cpu")
-    best, kernel = _peak_gflops()
+    from bench_runtimes import measured_peak
+
+    best, kernel = measured_peak(torch.bfloat16, rounds=5, seconds=0.2)
     out = {"peak_gflops": best / 1e9, "peak_kernel": kernel, "amp": str(amp), "batch_size": batch_size,
            "images": images}
     x = torch.randn(images, 3, 224, 224).contiguous(memory_format=torch.channels_last)
