@@ -69,6 +69,25 @@ def test_fit_requires_matching_head(session: Session) -> None:
     assert session.history is None and session.status == "idle"
 
 
+def test_readiness_names_what_is_missing_for_the_data_or_given_classes(image_folder: Path) -> None:
+    s = Session(device="cpu", image_size=64)
+    assert s.readiness() == "Load a model first."
+    assert s.readiness(classes=["a", "b"]) == "Load a model first."
+    s.load_model("mobilenet_v3_small", pretrained=False)
+    assert s.readiness() == "Load images first."
+    mismatch = s.readiness(classes=["a", "b"])  # no data needed when the classes are given
+    assert mismatch.startswith("The head predicts 1000 classes but there are 2 (a, b)")
+    s.load_data(image_folder)
+    assert "but the data has 3 (class_0, class_1, class_2)" in s.readiness()
+    s.replace_head()
+    assert s.readiness() is None and s.readiness(classes=["class_0", "class_1", "class_2"]) is None
+    assert "not these classes" in s.readiness(classes=["x", "y", "z"])
+    s.freeze_backbone()
+    s.freeze(s.head.path)
+    assert "Every layer is frozen" in s.readiness()
+    assert s.readiness(require_trainable=False) is None
+
+
 def test_fit_continues_history_and_evaluate_predict(session: Session, image_folder: Path) -> None:
     session.replace_head()
     session.freeze_backbone()

@@ -30,8 +30,10 @@ def test_a_change_in_one_panel_shows_in_the_others(image_folder: Path) -> None:
     assert "resnet18" in app.status_line.value
     app.dataset_browser.load(image_folder)
     assert app.head_editor.num_classes.value == 3
+    assert "before training" in app.status_line.value and "replace the head" in app.status_line.value
     app.head_editor.replace_button.click()
     assert s.head.num_classes == 3
+    assert "before training" not in app.status_line.value  # the session's readiness rule says it is ready
     # the layer table follows the new head, the status line shows trainable parameters
     assert any("fc" in name for name in app.layer_table.session.layers()["name"])
     trainable, total = s.trainable_params()

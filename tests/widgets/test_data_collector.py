@@ -247,12 +247,15 @@ def test_live_preview_classifies_the_newest_frame_throttled(collector: DataColle
     s = dc.session
     dc.live_preview.value = True
     assert "does not predict these classes" in dc.predictions.value  # no model yet
+    assert s.readiness(classes=["blue", "red"]) in dc.predictions.value  # the session's words for it
     dc.live_preview.value = False
 
     dc.use_data()
     s.load_model("mobilenet_v3_small", pretrained=False)
+    assert dc.preview_blocker() == s.readiness(require_trainable=False, classes=["blue", "red"])
+    assert not dc.model_matches()
     s.replace_head()
-    assert dc.model_matches()
+    assert dc.model_matches() and dc.preview_blocker() is None
     s.fit(epochs=1, batch_size=4, lr=1e-3)
     calls: list[float] = []
     predict = s.predict

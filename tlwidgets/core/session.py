@@ -141,7 +141,7 @@ class Session(SessionLayers, SessionOutputs):
         self.config = config
         return config
 
-    def readiness(self, require_trainable: bool = True) -> str | None:
+    def readiness(self, require_trainable: bool = True, classes: Sequence[str] | None = None) -> str | None:
         """What is missing before training can start, in plain words; ``None`` when ready.
 
         The one rule every panel asks (the Train button, the collector, the App's status).
@@ -149,19 +149,26 @@ class Session(SessionLayers, SessionOutputs):
         Args:
             require_trainable: count "every layer is frozen" as missing (a recipe that sets
                 the freezing itself passes False).
+            classes: the classes the head must predict, in order. ``None`` takes the loaded
+                data's (and counts "no data" as missing); given, no data need be loaded, so
+                a panel can ask whether the model predicts exactly the classes it shows.
         """
         if self.model is None:
             return "Load a model first."
-        if self.data is None:
-            return "Load images first."
-        n, classes = len(self.data.classes), list(self.data.classes)
+        if classes is None:
+            if self.data is None:
+                return "Load images first."
+            classes, source, whose = list(self.data.classes), "the data has", "the data's classes"
+        else:
+            classes, source, whose = [str(c) for c in classes], "there are", "these classes"
+        n = len(classes)
         if self.head is None or self.head.num_classes != n:
             have = self.head.num_classes if self.head is not None else "no"
             shown = f"{', '.join(classes[:5])}{'...' if n > 5 else ''}"
-            return (f"The head predicts {have} classes but the data has {n} ({shown}): replace the head first "
+            return (f"The head predicts {have} classes but {source} {n} ({shown}): replace the head first "
                     "(Head tab, or session.replace_head()).")
         if tuple(self.classes) != tuple(classes):
-            return "The head's classes are not the data's classes: replace the head first (session.replace_head())."
+            return f"The head's classes are not {whose}: replace the head first (session.replace_head())."
         if require_trainable and not any(p.requires_grad for p in self.model.parameters()):
             return "Every layer is frozen, so nothing can learn: unfreeze the head (or replace the head)."
         return None

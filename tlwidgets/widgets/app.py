@@ -74,7 +74,8 @@ class App(Panel):
             self.tabs.set_title(i, label)
         self.set_body(self.status_line, self.tabs)
         self.observe_session(
-            self._on_session_change, ["spec", "model_version", "data_version", "frozen", "status", "message"]
+            self._on_session_change,
+            ["spec", "model_version", "data_version", "head", "classes", "frozen", "status", "message"],
         )
         if load_defaults:
             self._load_defaults()
@@ -93,7 +94,7 @@ class App(Panel):
                 self.session.load_model(default_model())
             if self.session.data is None:
                 self.session.load_data("demo")
-            if self.session.head is not None and self.session.head.num_classes != len(self.session.data.classes):
+            if self.session.readiness(require_trainable=False) is not None:  # the head does not fit the data
                 self.session.replace_head()
                 self.session.freeze_backbone()
         except Exception as exc:  # noqa: BLE001 - the App must still open; the reason shows
@@ -104,6 +105,9 @@ class App(Panel):
         parts = [f"<b>{html.escape(k)}</b>: {html.escape(str(v))}" for k, v in facts.items() if v is not None]
         message = self.session.message
         line = " &nbsp;·&nbsp; ".join(parts)
+        missing = self.session.readiness(require_trainable=False) if self.session.status == "idle" else None
+        if missing:
+            line += f" &nbsp;·&nbsp; <b>before training</b>: {html.escape(missing)}"
         if message:
             line += f"<br><span style='color:#555'>{html.escape(message)}</span>"
         self.status_line.value = f"<div style='font-size:90%'>{line}</div>"

@@ -380,17 +380,24 @@ class DataCollector(Panel):
                             f"{len(filled)}: add classes and pictures first.")  # fmt: skip
         report = self.session.load_data(store.root, val_fraction=val_fraction, seed=seed)
         self.clear_error()
-        self._say(self.session.message + " Next: replace the head for these classes and train.")
+        missing = self.session.readiness(require_trainable=False)
+        self._say(self.session.message + (f" Next: {missing}" if missing else " Next: train."))
         return report
+
+    def preview_blocker(self) -> str | None:
+        """Why the live preview cannot classify into this folder's classes, in plain words; ``None`` when it can.
+
+        The head must predict exactly the classes that hold pictures, in order (the
+        session's :meth:`~tlwidgets.core.session.Session.readiness` rule).
+        """
+        filled = [name for name, paths in self.images.items() if paths]
+        if len(filled) < 2:
+            return "Add at least 2 classes with pictures, press Use this data, replace the head and train."
+        return self.session.readiness(require_trainable=False, classes=filled)
 
     def model_matches(self) -> bool:
         """True when the session's model predicts exactly this folder's classes (with pictures)."""
-        s = self.session
-        filled = [name for name, paths in self.images.items() if paths]
-        return (
-            s.model is not None and s.head is not None and len(filled) >= 2
-            and s.head.num_classes == len(filled) and tuple(s.classes) == tuple(filled)
-        )  # fmt: skip
+        return self.preview_blocker() is None
 
     def _on_session_change(self, _change: dict) -> None:
         self._update_controls()
@@ -415,10 +422,11 @@ class DataCollector(Panel):
     # ------------------------------------------------------------------ live preview
     def classify(self, image: Image.Image | str | os.PathLike[str], k: int = 3) -> pd.DataFrame | None:
         """Top-``k`` classes of ``image`` drawn as bars in ``predictions``; ``None`` when no model fits."""
-        if not self.model_matches():
+        blocker = self.preview_blocker()
+        if blocker is not None:
             self.predictions.value = _hint(
-                f"The model does not predict these classes ({', '.join(self.classes) or 'none yet'}): "
-                "press Use this data, replace the head and train first.", "#a60"
+                f"The model does not predict these classes ({', '.join(self.classes) or 'none yet'}): {blocker}",
+                "#a60",
             )
             return None
         if self.session.status != "idle":
