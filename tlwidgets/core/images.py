@@ -35,8 +35,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
      ".ppm", ".pgm", ".pbm", ".pnm"}
     | ({".avif"} if features.check("avif") else set())
 )
-# Folders that tools leave behind; they never hold a class.
-_HIDDEN_DIRS = frozenset({"__MACOSX", "__pycache__", "$RECYCLE.BIN", "System Volume Information"})
+# Folders that tools leave behind; they never hold a class. ``_removed`` holds the images the
+# Cleaner took out of a data set (see tlwidgets.core.cleaning_apply).
+_HIDDEN_DIRS = frozenset({"__MACOSX", "__pycache__", "$RECYCLE.BIN", "System Volume Information", "_removed"})
 _DRAFT_SIZE = (64, 64)
 _EXIF_ORIENTATION = 0x0112
 _WORKERS = min(8, (os.cpu_count() or 2) * 2)
