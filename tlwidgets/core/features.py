@@ -159,6 +159,24 @@ class _Entry:
     runtime: RuntimeChoice | None = None
 
 
+@dataclass
+class Stored:
+    """Features a :class:`FeatureCache` holds for every image of a training and a validation set.
+
+    Attributes:
+        train: the first cached view of each training image (``n_train x ...``), in dataset order.
+        val: the validation images' features, or ``None`` for no validation set.
+        split: the cut: ``split.suffix_eval(features)`` gives the model's output.
+        views: cached views per training image; above 1 the training features are of
+            augmented images.
+    """
+
+    train: torch.Tensor
+    val: torch.Tensor | None
+    split: Split
+    views: int
+
+
 class FeatureCache:
     """Cached prefix features, kept between fits while nothing they depend on changes.
 
@@ -196,6 +214,31 @@ class FeatureCache:
         split = find_split(model, head_path, probe)
         self._split = (refs, values, split)
         return split
+
+    def stored(self, model: nn.Module, train_ds: Dataset, val_ds: Dataset | None = None) -> Stored | None:
+        """The cached features of every image of ``train_ds`` and ``val_ds``, as ``model`` computes them now.
+
+        Nothing is computed: ``None`` unless the last fit cached the features of all these
+        images (``val_ds`` may be ``None`` or empty) and nothing they depend on has changed
+        since (the cut, the frozen weights, the datasets and their transforms).
+        """
+        entry, found = self._entry, self._split
+        if entry is None or found is None or not isinstance(found[2], Split) or entry.key.refs[0]() is not model:
+            return None
+        split = found[2]
+        if not entry.key.same(_make_key(model, split, train_ds, entry.key.values[-1])):
+            return None
+        train = entry.train
+        if train.data is None or not bool(train.filled[0].all()):
+            return None
+        val = None
+        if val_ds is not None and len(val_ds) > 0:
+            part = entry.val
+            if (part is None or part.data is None or entry.val_key is None
+                    or not entry.val_key.same(_data_key(val_ds)) or not bool(part.filled[0].all())):
+                return None
+            val = part.data[0]
+        return Stored(train.data[0], val, split, train.views)
 
     def _lookup(self, key: _Key, make: Callable[[], _Entry]) -> _Entry:
         if self._entry is None or not self._entry.key.same(key):
