@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import catalog, speed, training
 from .errors import BusyError, ConfigError, DataError, ModelError, WeightsUnavailableError
+from .status import Status
 
 if TYPE_CHECKING:  # pragma: no cover
     from .session import Session
@@ -207,7 +208,7 @@ def _load(work: Session, name: str, pretrained: bool, row: dict) -> bool:
 
 def _install(session: Session, best: dict[str, Any]) -> None:
     """Make the best compared model, with its trained head and history, the session's model."""
-    if session.status != "idle":
+    if session.status != Status.IDLE:
         raise BusyError(f"Cannot make {best['name']} the session's model while training runs; the comparison "
                         "itself is in session.runs_frame().")
     # load_model sets the spec, weights flag and transforms the usual way; then the trained

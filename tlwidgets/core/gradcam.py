@@ -28,6 +28,7 @@ from .errors import BusyError, ConfigError, DataError, ModelError, TLWidgetsErro
 from .evaluation import eval_mode
 from .heads import find_head
 from .images import load_image
+from .status import Status
 
 if TYPE_CHECKING:  # pragma: no cover
     from .session import Session
@@ -187,7 +188,7 @@ def explain(session: Session, image: Any, target_class: Any = None, layer: str |
         probability, "layer": the explained layer}``.
     """
     GradCAM, ClassifierOutputTarget, _ = _library()
-    if session.status != "idle":
+    if session.status != Status.IDLE:
         raise BusyError("Cannot compute Grad-CAM while training runs: wait for it, or press Stop.")
     x, seen = _prepare(session, image)
     model = session.model

@@ -26,6 +26,7 @@ from .errors import BusyError, DataError, ModelError
 from .events import EventsCallback
 from .session_layers import SessionLayers
 from .session_outputs import SessionOutputs
+from .status import Status
 
 
 class Session(SessionLayers, SessionOutputs):
@@ -210,7 +211,7 @@ class Session(SessionLayers, SessionOutputs):
             options["epochs"] = epochs
         with contextlib.ExitStack() as run:
             with self._lock:
-                if self.status != "idle":
+                if self.status != Status.IDLE:
                     raise BusyError("Training is already running: wait for it, or press Stop.")
                 model, _ = self._check_ready_to_train()
                 previous = self.config
@@ -291,8 +292,8 @@ class Session(SessionLayers, SessionOutputs):
         trainer = self._trainer
         if trainer is not None:
             trainer.request_stop()
-            if self.status == "training":
-                self.status = "stopping"
+            if self.status == Status.TRAINING:
+                self.status = Status.STOPPING
 
     # ------------------------------------------------------------------ display
     def runs_frame(self) -> pd.DataFrame:

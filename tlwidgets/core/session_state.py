@@ -22,6 +22,7 @@ from .device import best_device
 from .errors import BusyError, ConfigError, DataError, ModelError
 from .events import Events
 from .runs import RunRecorder
+from .status import Status
 from .transforms import IMAGE_SIZE_RANGE
 
 _IMAGENET = dataclasses.make_dataclass(
@@ -58,7 +59,7 @@ class SessionState(traitlets.HasTraits):
     image_size = traitlets.Any(None, allow_none=True)
     history = traitlets.Any(None, allow_none=True, help="training.History of the current model")
     last_eval = traitlets.Any(None, allow_none=True, help="evaluation.EvalResult")
-    status = traitlets.Enum(("idle", "training", "stopping"), default_value="idle")
+    status = traitlets.Enum(tuple(Status), default_value=Status.IDLE, help="a Status: idle, training or stopping")
     device = traitlets.Unicode("cpu")
     message = traitlets.Unicode("", help="one line on what happened last")
     pretrained = traitlets.Bool(None, allow_none=True, help="whether the loaded model started from pretrained weights")
@@ -110,7 +111,7 @@ class SessionState(traitlets.HasTraits):
         ``image_size``, ``save``, ``export_onnx``) waits: it would switch the model out of
         training mode, change its inputs mid-run, or save a half-updated model.
         """
-        if self.status != "idle":
+        if self.status != Status.IDLE:
             raise BusyError(f"Cannot {action} while training runs: press Stop (or call request_stop()) and wait.")
 
     @contextlib.contextmanager
@@ -169,16 +170,16 @@ class SessionState(traitlets.HasTraits):
             BusyError: another run is on; nothing changes then.
         """
         with self._lock:
-            if self.status != "idle":
+            if self.status != Status.IDLE:
                 raise BusyError("Training is already running: wait for it, or press Stop.")
             self._trainer = trainer
-            self.status = "training"
+            self.status = Status.TRAINING
         try:
             yield trainer
         finally:
             with self._lock:
                 self._trainer = None
-                self.status = "idle"
+                self.status = Status.IDLE
 
     def _norm_spec(self) -> Any:
         return self.spec if self.spec is not None else _IMAGENET
@@ -189,6 +190,10 @@ class SessionState(traitlets.HasTraits):
         train_tf, eval_tf = data_mod.make_transforms(self._norm_spec(), self.augment, self.image_size)
         self.data.train_tf = train_tf
         self.data.eval_tf = eval_tf
+
+    @traitlets.validate("status")
+    def _valid_status(self, proposal: dict) -> Status:
+        return Status.parse(proposal["value"])  # a plain "idle" is stored as Status.IDLE
 
     @traitlets.validate("image_size")
     def _valid_image_size(self, proposal: dict) -> int | None:

@@ -9,6 +9,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..core.session import Session
+from ..core.status import Status
 from ._panel import Panel
 from .data_collector import DataCollector
 from .dataset_browser import DatasetBrowser
@@ -105,7 +106,7 @@ class App(Panel):
         parts = [f"<b>{html.escape(k)}</b>: {html.escape(str(v))}" for k, v in facts.items() if v is not None]
         message = self.session.message
         line = " &nbsp;·&nbsp; ".join(parts)
-        missing = self.session.readiness(require_trainable=False) if self.session.status == "idle" else None
+        missing = self.session.readiness(require_trainable=False) if self.session.status == Status.IDLE else None
         if missing:
             line += f" &nbsp;·&nbsp; <b>before training</b>: {html.escape(missing)}"
         if message:
