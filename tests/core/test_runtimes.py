@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -183,11 +184,36 @@ def test_onnx_runtime_is_chosen_only_when_clearly_faster(monkeypatch: pytest.Mon
     if not runtimes.onnxruntime_available():
         pytest.skip("onnxruntime is not installed")
     monkeypatch.setattr(runtimes, "_time", lambda cands, x: ({"torch": 100.0, "onnxruntime": onnx_speed}, {}))
+    monkeypatch.setattr(runtimes, "CLEAR", math.inf)  # never clear from the first runs: timed side by side
     split, x = _tiny_split()
     runner = _select(split, x, None)
     assert runner.choice.name == expected and runner.choice.source == "measured"
     loser = "onnxruntime" if expected == "torch" else "torch"
     assert runner.choice.rejected[loser].startswith("slower")
+    assert (runner.computed is not None) == (expected == "onnxruntime")
+
+
+@needs_ort
+@pytest.mark.parametrize("clear", [1.0, math.inf])
+def test_a_clear_first_run_decides_without_timing_side_by_side(monkeypatch: pytest.MonkeyPatch,
+                                                                clear: float) -> None:
+    """fp32: eager timed on the check images, ONNX Runtime on its first run; a clear ratio decides."""
+    timed = []
+    real = runtimes._time
+    monkeypatch.setattr(runtimes, "_time", lambda cands, x: timed.append(sorted(cands)) or real(cands, x))
+    monkeypatch.setattr(runtimes, "CLEAR", clear)
+    split, x = _tiny_split()
+    runner = _select(split, x, None)
+    speeds = runner.choice.images_per_s
+    assert set(speeds) == {"torch", "onnxruntime"} and runner.choice.source == "measured"
+    assert runner.choice.name == max(speeds, key=speeds.get) or speeds[runner.choice.name] * runtimes.MARGIN > max(
+        speeds.values())
+    assert timed == ([] if clear == 1.0 else [["onnxruntime", "torch"]])
+    if runner.choice.name == "onnxruntime":  # what it computed on the checked batch is kept, and right
+        assert runner.computed is not None and runner.computed.shape[0] == len(x)
+        assert runtimes._mismatch(runner.computed, split.prefix(x), bf16=False) is None
+    else:
+        assert runner.computed is None
 
 
 @needs_ort
@@ -195,6 +221,7 @@ def test_the_choice_is_remembered_on_disk_and_reused_without_timing(monkeypatch:
     calls = []
     real = runtimes._time
     monkeypatch.setattr(runtimes, "_time", lambda cands, x: calls.append(sorted(cands)) or real(cands, x))
+    monkeypatch.setattr(runtimes, "CLEAR", math.inf)  # timed side by side
     split, x = _tiny_split()
     rng = torch.get_rng_state()
     first = _select(split, x, None)
@@ -260,6 +287,10 @@ def test_a_fit_names_its_runtime_and_trains_like_pytorch(image_folder: Path, mon
     assert "Batches: cached features (head input)." in s_torch.message
     s_ort, ort_epochs = _fit(image_folder, "onnxruntime", monkeypatch)
     assert "Batches: cached features (head input; frozen layers: ONNX Runtime)." in s_ort.message
+    # The first training batch ran through ONNX Runtime while it was checked: kept, not run again.
+    first = min(s_ort.config.batch_size, len(s_ort.data.train))
+    assert s_ort.feature_cache.stats["images_extracted"] == s_torch.feature_cache.stats["images_extracted"]
+    assert s_ort.feature_cache.stats["images_reused"] == s_torch.feature_cache.stats["images_reused"] + first
     tol = 1e-3 if bf16 == "0" else 1e-2  # fp32 features agree to 1e-6; bf16 eager ones differ from fp32 by ~1%
     for a, b in zip(torch_epochs, ort_epochs, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=tol) and a["val_loss"] == pytest.approx(b["val_loss"], rel=tol)
@@ -275,10 +306,12 @@ def test_an_automatic_fit_times_once_and_says_what_it_chose(image_folder: Path, 
     monkeypatch.setattr(runtimes, "_time", lambda cands, x: calls.append(1) or real(cands, x))
     s, _ = _fit(image_folder, "auto", monkeypatch)
     choice = s.feature_cache._entry.runtime
+    assert choice.source == "measured" and set(choice.images_per_s) == {"torch", "onnxruntime"}
     assert f"frozen layers: {choice.label})" in s.message and "img/s" in choice.label
+    timed = len(calls)  # 0 when the first runs were clear, else 1
     s.feature_cache.clear()  # a new cache: the choice comes from runtimes.json
     s.fit(epochs=1, seed=0)
-    assert len(calls) == 1 and s.feature_cache._entry.runtime.source == "cached"
+    assert len(calls) == timed and s.feature_cache._entry.runtime.source == "cached"
 
 
 # ---------------------------------------------------------------------------- measure_speed

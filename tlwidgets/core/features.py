@@ -282,8 +282,12 @@ def _gb(n: float) -> str:
 
 
 def plan(model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, config: Any, device: torch.device,
-         amp: torch.dtype | None, channels_last: bool, cache: FeatureCache, head_path: str | None) -> Plan:
+         amp: torch.dtype | None, channels_last: bool, cache: FeatureCache, head_path: str | None,
+         first_batch: torch.Tensor | None = None) -> Plan:
     """Decide between cached features and full passes for one fit.
+
+    ``first_batch`` (indices of the first training batch) is what the runtime choice is timed
+    on; features it computes there are kept, so the first batch is not run twice.
 
     Raises:
         TrainingError: ``cache_features="on"`` and the model has no frozen prefix to cache.
@@ -327,10 +331,13 @@ def plan(model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, config: An
                 entry.val.release()
             entry.val, entry.val_key = _Part(len(val_ds), 1, on_disk), val_key
     if entry.prefix_fn is None:
+        first = first_batch if first_batch is not None else torch.arange(min(config.batch_size, len(train_ds)))
+        labels: list[torch.Tensor] = []
         entry.prefix_fn, entry.compiled = prefix_function(
             split, device, amp, config.compile_features, config.batch_size, total // max(per_image, 1),
-            data=lambda: _first_images(train_ds, config.batch_size, device, channels_last), probe=probe)
+            data=lambda: _first_images(train_ds, first, device, channels_last, labels), probe=probe)
         entry.runtime = getattr(entry.prefix_fn, "choice", None)
+        _keep_computed(entry, first, labels, views == 1 and not dataset_is_random(train_ds), cache)
     where = split.where + (f", {views} augmented views" if views > 1 else "")
     runtime = entry.runtime  # named when it was measured or is not PyTorch
     compiled = (f"; frozen layers: {runtime.label}" if runtime is not None and runtime.worth_saying
@@ -339,12 +346,30 @@ def plan(model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, config: An
     return Plan(f"cached features{stored} ({where}{compiled})", split, entry, views, val_cached)
 
 
-def _first_images(dataset: Dataset, n: int, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """The first ``n`` inputs of ``dataset`` as one batch, read without touching the global random state."""
+def _first_images(dataset: Dataset, index: torch.Tensor, device: torch.device, channels_last: bool,
+                  labels: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """The inputs at ``index`` as one batch, read without touching the global random state.
+
+    Their labels are appended to ``labels`` when given.
+    """
     with torch.random.fork_rng(devices=[]):
-        x = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(min(int(n), len(dataset)))])
-    x = x.to(device)
+        items = [dataset[int(i)] for i in index]
+    x = torch.stack([torch.as_tensor(item[0]) for item in items]).to(device)
+    if labels is not None:
+        labels.append(torch.as_tensor([int(item[1]) for item in items]))
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+def _keep_computed(entry: _Entry, index: torch.Tensor, labels: list[torch.Tensor], fixed: bool,
+                   cache: FeatureCache) -> None:
+    """Store the features the runtime choice computed for the images at ``index`` (fixed transforms only)."""
+    computed = getattr(entry.prefix_fn, "computed", None)
+    if computed is None:
+        return
+    entry.prefix_fn.computed = None  # type: ignore[union-attr]
+    if fixed and labels and len(computed) == len(index) and not entry.train.complete(0, index):
+        entry.train.put(0, index, computed, labels[0])
+        cache.stats["images_extracted"] += len(index)
 
 
 def _autocast(device: torch.device, amp: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -9,6 +9,13 @@ whose features match PyTorch's, and remembers the choice in ``runtimes.json`` in
 folder, keyed by the device, the architecture (code, layers, weight shapes: speed does not
 depend on weight values), the cut, batch shape and layout, precision and library versions.
 
+Choosing costs little where the answer is clear. On the fp32 path eager PyTorch is timed on
+the :data:`CHECK_IMAGES` images its reference features come from, and ONNX Runtime on its
+first run over the whole batch (its warm-up, so if anything too slow); when one is
+:data:`CLEAR` times as fast as the other that decides, otherwise both are timed side by side.
+The features the chosen ONNX Runtime computed for that batch are kept
+(:attr:`Runner.computed`): the feature cache stores them instead of running the batch again.
+
 * ``torch``: eager PyTorch as the trainer runs it (autocast dtype, channels-last input).
 * ``compile``: ``torch.compile`` of it, only where ``compile_features`` already wants it
   (compiling takes 15-60 s and is never done only to time it).
@@ -74,6 +81,9 @@ MARGIN = 1.1
 FP32_TOLERANCE = 1e-3
 #: bf16 candidates: norm of the difference / norm of the fp32 features.
 BF16_TOLERANCE = 5e-2
+#: Eager fp32 (timed on the check images) against ONNX Runtime's first run (on the whole
+#: batch): a ratio this large decides without timing both side by side.
+CLEAR = 1.5
 #: Images of the batch the features are compared on.
 CHECK_IMAGES = 8
 #: Timed rounds stop after this many seconds (at least one round runs).
@@ -121,10 +131,15 @@ class Runner:
     """A batch -> output function with the :class:`RuntimeChoice` behind it.
 
     When the chosen runtime fails at run time, this and later calls use eager PyTorch.
+    ``computed`` holds what the chosen runtime returned for the whole batch it was checked on
+    (``None`` when it did not run on all of it): real outputs of real inputs, which the feature
+    cache keeps instead of computing them again.
     """
 
-    def __init__(self, fn: Fn, choice: RuntimeChoice, fallback: Fn | None = None) -> None:
+    def __init__(self, fn: Fn, choice: RuntimeChoice, fallback: Fn | None = None,
+                 computed: torch.Tensor | None = None) -> None:
         self.fn, self.choice, self._fallback = fn, choice, fallback
+        self.computed = computed
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._fallback is None:
@@ -266,9 +281,13 @@ class OnnxFunction:
             outs.append(torch.from_numpy(self.session.run(None, {self.input: part.numpy()})[0])[:n])
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fp32(x).to(self.device, self.dtype)  # PyTorch's dtype: the cache stores what it planned for
+    def finish(self, y: torch.Tensor) -> torch.Tensor:
+        """Outputs of :meth:`fp32` as PyTorch would give them: its device, dtype and layout."""
+        y = y.to(self.device, self.dtype)  # PyTorch's dtype: the cache stores what it planned for
         return y.contiguous(memory_format=torch.channels_last) if self.channels_last else y
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.finish(self.fp32(x))
 
 
 def _onnx_runtime(module: nn.Module, x: torch.Tensor, like: torch.Tensor) -> OnnxFunction:
@@ -368,20 +387,28 @@ def _choose(module: nn.Module, eager: Fn, base_name: str, base: Fn, amp: torch.d
         return Runner(base, remembered)
     untimed = mode == "onnxruntime" or remembered is not None
     k = min(CHECK_IMAGES, len(x))
-    warm = amp is None and not untimed  # eager fp32 is the reference: its warm-up batch serves as one
-    want = eager(x)[:k] if warm else module(x[:k])  # fp32: no autocast around module
+    start = time.perf_counter()
+    want = eager(x[:k]) if amp is None else module(x[:k])  # the fp32 reference (no autocast around module)
+    eager_speed = k / max(time.perf_counter() - start, 1e-9) if amp is None else None
     rejected: dict[str, str] = {}
     candidates: dict[str, Fn] = {base_name: base}
     if base_name == "compile":
         candidates["torch"] = eager
     try:
-        candidates["onnxruntime"] = _onnx_runtime(module, x, eager(x[:1]))
+        candidates["onnxruntime"] = _onnx_runtime(module, x, want[:1] if amp is None else eager(x[:1]))
     except Exception as exc:  # noqa: BLE001 - missing package, an operator the exporters cannot handle
         rejected["onnxruntime"] = str(exc) if isinstance(exc, RuntimeError) else _failed(exc)
+    first: dict[str, float] = {}
+    computed = None
     for name in [n for n in candidates if n != "torch" and (n == "onnxruntime" or not untimed)]:
         try:  # the first run is the warm-up too; eager PyTorch is the reference, never rejected
             run = getattr(candidates[name], "fp32", candidates[name])  # ONNX Runtime before the cast
-            why = _mismatch(run(x)[:k], want, bf16=name == "compile" and amp is not None)
+            t = time.perf_counter()
+            y = run(x)
+            first[name] = len(x) / max(time.perf_counter() - t, 1e-9)
+            why = _mismatch(y[:k], want, bf16=name == "compile" and amp is not None)
+            if why is None and name == "onnxruntime":
+                computed = candidates[name].finish(y)  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001
             why = _failed(exc)
         if why is not None:
@@ -392,16 +419,31 @@ def _choose(module: nn.Module, eager: Fn, base_name: str, base: Fn, amp: torch.d
         rejected = {**old.rejected, **rejected}
         if "onnxruntime" in candidates:
             return Runner(candidates["onnxruntime"], RuntimeChoice("onnxruntime", old.images_per_s, rejected,
-                                                                   old.source), eager)
+                                                                   old.source), eager, computed)
         return Runner(base, RuntimeChoice(base_name, {}, rejected, old.source))
     if len(candidates) == 1:  # nothing to compare with: remembered, so the export is not tried again
         choice = RuntimeChoice(base_name, {}, rejected, "measured")
         _remember(key, choice)
         return Runner(base, choice)
-    if "torch" in candidates and not warm:
-        eager(x)  # warm-up at the batch size
-    speeds, failed = _time(candidates, x)
-    rejected.update(failed)
+    speeds: dict[str, float] = {}
+    if eager_speed is not None and set(candidates) == {"torch", "onnxruntime"}:
+        ort = first["onnxruntime"]  # a first run, warm-up included: if anything too slow
+        if max(ort, eager_speed) >= CLEAR * min(ort, eager_speed):
+            speeds = {"torch": eager_speed, "onnxruntime": ort}
+    if not speeds:  # close, bf16, or compiled: time them side by side
+        if "torch" in candidates:
+            eager(x)  # warm-up at the batch size
+        speeds, failed = _time(candidates, x)
+        rejected.update(failed)
+    best = _fastest(speeds, base_name, rejected)
+    choice = RuntimeChoice(best, speeds, rejected, "measured")
+    _remember(key, choice)
+    return Runner(candidates.get(best, eager), choice, eager if best != "torch" else None,
+                  computed if best == "onnxruntime" else None)
+
+
+def _fastest(speeds: dict[str, float], base_name: str, rejected: dict[str, str]) -> str:
+    """The fastest runtime, the current one unless another is :data:`MARGIN` times as fast."""
     current = base_name if base_name in speeds else "torch"
     best = max(speeds, key=lambda n: speeds[n]) if speeds else current
     if best != current and speeds[best] < MARGIN * speeds.get(current, 0.0):
@@ -409,9 +451,7 @@ def _choose(module: nn.Module, eager: Fn, base_name: str, base: Fn, amp: torch.d
     for name, speed in speeds.items():
         if name != best:
             rejected[name] = f"slower: {speed:.0f} img/s, {NAMES[best]} {speeds[best]:.0f} img/s"
-    choice = RuntimeChoice(best, speeds, rejected, "measured")
-    _remember(key, choice)
-    return Runner(candidates.get(best, eager), choice, eager if best != "torch" else None)
+    return best
 
 
 def _key(module: nn.Module, x: torch.Tensor, where: str, amp: torch.dtype | None, base_name: str) -> str:

@@ -176,8 +176,11 @@ class Trainer:
                 from tlwidgets.core.heads import find_head
 
                 head_path = find_head(self.model)[0]
+        peek = torch.Generator().manual_seed(0)
+        peek.set_state(self._generator.get_state())  # epoch 1's first batch, drawn as _epoch_batches will
+        first = torch.randperm(len(self.train_ds), generator=peek)[: cfg.batch_size]
         plan = features.plan(self.model, self.train_ds, val_ds, cfg, self.device, self._amp_dtype,
-                             self._channels_last, self.feature_cache, head_path)
+                             self._channels_last, self.feature_cache, head_path, first_batch=first)
         self.mode = plan.mode
         self.feed = Feed(self.model, plan, self.train_ds, val_ds, self.device, self._channels_last,
                          cfg.batch_size, self._loader_options(), self.feature_cache)
