@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from . import _restore, bundle, evaluation, export, script
+from . import _restore, bundle, evaluation, export, script, webapp
 from . import data as data_mod
 from .errors import ConfigError, DataError
 from .session_state import SessionState
@@ -98,6 +98,21 @@ class SessionOutputs(SessionState):
         """
         with self._change("export"):
             result = export.export_session(self, path, images, **options)
+            self.message = result.summary()
+            return result
+
+    def export_webapp(self, folder: str | Path, images: Any = None, *, runtime: str | Path | None = None,
+                      title: str | None = None, **options: Any) -> Any:
+        """Write a static web page that classifies pictures and the webcam in the browser.
+
+        The folder holds ``index.html`` and its scripts, ``model.onnx`` and ``classifier.json``
+        (classes and preprocessing); any static host serves it. ``runtime`` is where the page
+        gets ONNX Runtime Web: ``None`` for the pinned CDN release, a URL, or a local
+        onnxruntime-web folder to copy in for hosting without internet. Returns a
+        :class:`~tlwidgets.core.webapp.WebAppExport`; see :func:`tlwidgets.core.webapp.export_webapp`.
+        """
+        with self._change("export a web app"):
+            result = webapp.export_webapp(self, folder, images, runtime=runtime, title=title, **options)
             self.message = result.summary()
             return result
 
