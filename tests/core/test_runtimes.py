@@ -14,7 +14,7 @@ from torch import nn
 
 from tests.helpers import ready_session
 from tlwidgets import Session
-from tlwidgets.core import features, runtimes
+from tlwidgets.core import features, ort_function, runtimes
 from tlwidgets.core.catalog import build_model
 from tlwidgets.core.data import load_image
 from tlwidgets.core.errors import ConfigError
@@ -103,7 +103,7 @@ def test_a_failing_export_falls_back_to_eager_with_the_reason(monkeypatch: pytes
     def refuse(*_args, **_kw) -> None:
         raise RuntimeError("no exporter today")
 
-    monkeypatch.setattr(runtimes, "export_graph", refuse)
+    monkeypatch.setattr(ort_function, "export_graph", refuse)
     split, x = _tiny_split()
     runner = _select(split, x, None, force=mode)
     assert runner.choice.name == "torch"

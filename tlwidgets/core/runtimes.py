@@ -19,11 +19,8 @@ The features the chosen ONNX Runtime computed for that batch are kept
 * ``torch``: eager PyTorch as the trainer runs it (autocast dtype, channels-last input).
 * ``compile``: ``torch.compile`` of it, only where ``compile_features`` already wants it
   (compiling takes 15-60 s and is never done only to time it).
-* ``onnxruntime``: the module exported in fp32 with a dynamic batch axis (TorchScript
-  exporter, else dynamo) to the cache folder, one file per weights, run on the CPU with as
-  many threads as torch. The session fixes the batch axis to the fit's batch size (smaller
-  batches are padded): with all shapes known it folds the shape arithmetic of timm's "same"
-  padding, which makes Lite0 1.5x faster.
+* ``onnxruntime``: the module exported to ONNX and run by ONNX Runtime on the CPU
+  (:mod:`tlwidgets.core.ort_function`).
 
 A candidate replaces the current path (eager, or compiled where wanted) only when at least
 :data:`MARGIN` times as fast. Features are compared with eager PyTorch in fp32 on the first
@@ -48,26 +45,27 @@ ONNX Runtime already is the optional dependency that checks ONNX exports.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import importlib.metadata
 import importlib.util
 import math
 import os
-import re
 import threading
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from tlwidgets.core import device as _device
-from tlwidgets.core._cache import cache_dir, read_json, write_json
-from tlwidgets.core.onnx_graph import export_graph
+from tlwidgets.core._cache import read_json, write_json
+from tlwidgets.core.ort_function import (
+    OnnxFunction,
+    architecture,
+    exported_file,
+    onnxruntime_available,
+)
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "compile")
 ENV = "TLWIDGETS_FEATURE_RUNTIME"
@@ -91,8 +89,6 @@ TIME_LIMIT_S = 1.0
 ROUNDS = 3
 NAMES = {"torch": "PyTorch", "compile": "torch.compile", "onnxruntime": "ONNX Runtime"}
 _STORE = "runtimes.json"
-_FOLDER = "runtimes"
-_KEEP_FILES = 8
 _LOCK = threading.Lock()
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
@@ -165,10 +161,6 @@ def requested() -> str:
     return value
 
 
-def onnxruntime_available() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
 # ---------------------------------------------------------------------------- remembered choices
 def _read_store() -> dict[str, dict]:
     return read_json(_STORE)
@@ -194,107 +186,12 @@ def _recall(key: str) -> RuntimeChoice | None:
 
 
 # ---------------------------------------------------------------------------- fingerprints
-def _architecture(module: nn.Module) -> str:
-    """What the speed depends on: the module's code and layers, not its weight values."""
-    h = hashlib.sha1(type(module).__qualname__.encode())
-    h.update(str(getattr(module, "code", "")).encode())
-    h.update(repr(module).encode())
-    for name, t in module.state_dict().items():
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-    return h.hexdigest()[:16]
-
-
-def _weights(module: nn.Module, shape: tuple[int, ...]) -> str:
-    """What an exported file depends on: the architecture, every weight and the input shape."""
-    h = hashlib.sha1(f"{_architecture(module)}|{shape}|{torch.__version__}".encode())
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------- ONNX Runtime
-def _onnx_file(module: nn.Module, example: torch.Tensor) -> Path:
-    """The module exported to ONNX (fp32, dynamic batch) in the cache folder; reused when there."""
-    folder = cache_dir(_FOLDER)
-    path = folder / f"{_weights(module, tuple(example.shape[1:]))}.onnx"
-    if path.is_file():
-        os.utime(path)
-        return path
-    plain = copy.deepcopy(module).to("cpu", torch.float32).eval()
-    plain.to(memory_format=torch.contiguous_format)
-    tmp = folder / f".{os.getpid()}-{threading.get_ident()}-{path.name}"
-    errors = []
-    try:
-        for exporter in ("torchscript", "dynamo"):  # TorchScript exports in a second, dynamo in ten
-            try:
-                with torch.no_grad():
-                    export_graph(plain, example.detach().to("cpu", torch.float32).contiguous(), tmp, exporter, None)
-                break
-            except Exception as exc:  # noqa: BLE001 - try the other exporter, report both
-                errors.append(f"{exporter}: {type(exc).__name__}: {str(exc)[:200]}")
-        else:
-            raise RuntimeError("export failed: " + " | ".join(errors))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _prune(folder)
-    return path
-
-
-def _prune(folder: Path) -> None:
-    """Keep the most recently used exported files (only files this module names)."""
-    files = [p for p in folder.iterdir() if re.fullmatch(r"[0-9a-f]{40}\.onnx", p.name) and p.is_file()]
-    files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in files[_KEEP_FILES:]:
-        old.unlink(missing_ok=True)
-
-
-class OnnxFunction:
-    """Runs an exported file on the CPU: NCHW float32 in, a tensor like PyTorch's out."""
-
-    def __init__(self, path: Path, batch_size: int, like: torch.Tensor) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        # Spinning threads would take the cores from PyTorch's training steps between batches.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_free_dimension_override_by_name("batch", int(batch_size))
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.size = int(batch_size)
-        self.device, self.dtype = like.device, like.dtype
-        self.channels_last = like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(
-            memory_format=torch.channels_last)
-
-    def fp32(self, x: torch.Tensor) -> torch.Tensor:
-        """The outputs as ONNX Runtime computes them: float32 on the CPU."""
-        x = x.detach().to("cpu", torch.float32).contiguous()
-        outs = []
-        for part in x.split(self.size):
-            n = len(part)
-            if n < self.size:  # the session is built for one batch size
-                part = torch.cat([part, part[:1].expand(self.size - n, *part.shape[1:])])
-            outs.append(torch.from_numpy(self.session.run(None, {self.input: part.numpy()})[0])[:n])
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
-
-    def finish(self, y: torch.Tensor) -> torch.Tensor:
-        """Outputs of :meth:`fp32` as PyTorch would give them: its device, dtype and layout."""
-        y = y.to(self.device, self.dtype)  # PyTorch's dtype: the cache stores what it planned for
-        return y.contiguous(memory_format=torch.channels_last) if self.channels_last else y
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.finish(self.fp32(x))
-
-
 def _onnx_runtime(module: nn.Module, x: torch.Tensor, like: torch.Tensor) -> OnnxFunction:
     if not onnxruntime_available():
         raise RuntimeError("not installed (pip install onnxruntime)")
     example = x[:2] if len(x) > 1 else torch.cat([x, x])  # a batch of one would fix the batch axis
-    return OnnxFunction(_onnx_file(module, example), len(x), like)
+    return OnnxFunction(exported_file(module, example), len(x), like)
 
 
 # ---------------------------------------------------------------------------- checks and timing
@@ -462,7 +359,7 @@ def _key(module: nn.Module, x: torch.Tensor, where: str, amp: torch.dtype | None
         ort_version = "none"
     layout = "channels_last" if x.dim() == 4 and not x.is_contiguous() else "contiguous"
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, str(amp))
-    return "|".join([_device.describe(x.device), _architecture(module), where, str(tuple(x.shape)), layout,
+    return "|".join([_device.describe(x.device), architecture(module), where, str(tuple(x.shape)), layout,
                      precision, base_name, f"torch {torch.__version__}", f"onnxruntime {ort_version}"])
 
 
