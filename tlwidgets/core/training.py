@@ -21,15 +21,15 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from tlwidgets.core import features, rng, stopping
-from tlwidgets.core.balance import IMBALANCE_RATIO
+from tlwidgets.core import balance, features, rng, stopping
+from tlwidgets.core.balance import labels_of
 from tlwidgets.core.callbacks import (BATCH_COLUMNS, EPOCH_COLUMNS, BufferGuard, Callback, FiniteGuard, History,
                                      LambdaCallback)
+from tlwidgets.core.config import CLASS_WEIGHTS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from tlwidgets.core.device import autocast_dtype, best_device
 from tlwidgets.core.errors import DataError, TrainingError
 from tlwidgets.core.evaluation import logits_of
 from tlwidgets.core.feeds import Feed
-from tlwidgets.core.config import CLASS_WEIGHTS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from tlwidgets.core.layers import param_groups, set_bn_eval
 
 __all__ = ["BATCH_COLUMNS", "CLASS_WEIGHTS", "EPOCH_COLUMNS", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "Callback",
@@ -207,21 +207,11 @@ class Trainer:
         return limits.max_epochs
 
     def _class_weight(self) -> torch.Tensor | None:
-        """Loss weights ``n / (classes * n_c)`` per class, or None (see ``TrainConfig.class_weights``)."""
-        mode = self.config.class_weights
-        labels = labels_of(self.train_ds)
-        if mode == "none" or labels is None or len(labels) == 0:
-            return None
-        counts = torch.bincount(labels, minlength=int(labels.max()) + 1).double()
-        present = counts[counts > 0]
-        ratio = float(present.max() / present.min())
-        if mode == "auto" and ratio < IMBALANCE_RATIO:
-            return None
-        weight = torch.where(counts > 0, counts.sum() / (len(present) * counts.clamp(min=1)), torch.zeros_like(counts))
-        self.notes.append(f"Classes are imbalanced ({ratio:.1f} times as many images in the largest as in the "
-                          "smallest): the loss weighs each class by the inverse of its share."
-                          if mode == "auto" else "Class weights: balanced.")
-        return weight.float().to(self.device)
+        """Loss weights per class, or None (see ``TrainConfig.class_weights``)."""
+        weight, note = balance.class_weights(labels_of(self.train_ds), self.config.class_weights)
+        if note:
+            self.notes.append(note)
+        return None if weight is None else weight.to(self.device)
 
     def _loader_options(self) -> dict[str, Any]:
         workers = self.config.num_workers
@@ -410,17 +400,3 @@ class Trainer:
                 correct += int((logits.argmax(1) == y).sum().item())
                 seen += int(y.shape[0])
         return loss_sum / seen, correct / seen
-
-
-def labels_of(dataset: Dataset) -> torch.Tensor | None:
-    """The integer labels of every item, read without decoding images; None when unknown."""
-    samples = getattr(dataset, "samples", None)
-    if samples is not None:
-        try:
-            return torch.tensor([int(s[1]) if isinstance(s, tuple) else int(s.label) for s in samples])
-        except (AttributeError, TypeError, ValueError, IndexError):
-            return None
-    tensors = getattr(dataset, "tensors", None)
-    if tensors is not None and len(tensors) > 1:
-        return torch.as_tensor(tensors[1]).long()
-    return None
