@@ -40,7 +40,7 @@ from .images import (
     load_image,
     scan_folder,
 )
-from .transforms import decode_shrink, make_transforms
+from .transforms import Normalisation, decode_shrink, make_transforms, normalisation_of
 
 __all__ = [
     "Augment", "DataBundle", "DecodedBudget", "ImageDataset", "Sample", "ScanReport", "holdout_samples",
@@ -317,6 +317,15 @@ class DataBundle:
     report: ScanReport
     train_tf: Callable[[Image.Image], Any] = _identity
     eval_tf: Callable[[Image.Image], Any] = _identity
+
+    @property
+    def normalisation(self) -> Normalisation | None:
+        """``(mean, std)`` the transforms normalise with; ``None`` until a session sets them.
+
+        Read from the transforms themselves (:func:`~tlwidgets.core.transforms.make_transforms`
+        builds them knowing it), so it always matches what the model is fed.
+        """
+        return normalisation_of(self.train_tf) or normalisation_of(self.eval_tf)
 
     def datasets(self, cache: bool = False) -> tuple[ImageDataset, ImageDataset]:
         """``(ImageDataset(train, train_tf), ImageDataset(val, eval_tf))``.

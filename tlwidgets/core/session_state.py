@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,14 +22,7 @@ from .errors import BusyError, ConfigError, DataError, ModelError
 from .events import Events
 from .runs import RunRecorder
 from .status import Status
-from .transforms import IMAGE_SIZE_RANGE
-
-_IMAGENET = dataclasses.make_dataclass(
-    "_DefaultNorm",
-    [("resize_size", int), ("input_size", int), ("mean", tuple), ("std", tuple), ("interpolation", str)],
-)(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
-
-
+from .transforms import IMAGE_SIZE_RANGE, IMAGENET
 
 # What install_state() may set, in the order it sets them ("message" last).
 _INSTALLABLE = ("spec", "model", "pretrained", "head", "classes", "frozen", "lr_factors", "config", "augment",
@@ -182,7 +174,7 @@ class SessionState(traitlets.HasTraits):
                 self.status = Status.IDLE
 
     def _norm_spec(self) -> Any:
-        return self.spec if self.spec is not None else _IMAGENET
+        return self.spec if self.spec is not None else IMAGENET
 
     def _refresh_transforms(self) -> None:
         if self.data is None:

@@ -6,8 +6,9 @@ so a pretrained network sees images prepared as in its original training.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -22,6 +23,11 @@ from .images import Shrink
 #: below 32 the deeper networks shrink their feature maps to nothing; above 1024 one batch
 #: of 32 images needs gigabytes.
 IMAGE_SIZE_RANGE = (32, 1024)
+
+#: Mean and standard deviation of ImageNet's RGB channels: what most pretrained weights
+#: expect, and what a session normalises with before a model is loaded.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _MAX_ASPECT = 8  # longest side of a resized image, in multiples of the short side's target
 
@@ -41,6 +47,50 @@ _INTERPOLATION = {
     "bicubic": T.InterpolationMode.BICUBIC,
     "nearest": T.InterpolationMode.NEAREST,
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """Resize and crop sizes, normalisation and interpolation: what :func:`make_transforms` reads.
+
+    A :class:`~tlwidgets.core.catalog.ModelSpec` carries the same fields; :data:`IMAGENET`
+    stands in for it before a model is loaded.
+    """
+
+    resize_size: int = 256
+    input_size: int = 224
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+
+#: ImageNet's preprocessing (resize 256, crop 224, ImageNet mean and std, bilinear).
+IMAGENET = Preprocessing()
+
+Normalisation = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+class Compose(T.Compose):
+    """torchvision's ``Compose``, ending in ``Normalize(mean, std)``, that says which.
+
+    :func:`make_transforms` builds these, so whoever holds the transforms can ask for the
+    normalisation (:attr:`mean`, :attr:`std`, :func:`normalisation_of`) instead of
+    searching the steps. It keeps torchvision's class name, so it prints the same and
+    code that judges transforms by their class name (``features.is_random_transform``)
+    sees the ``Compose`` it is.
+    """
+
+    def __init__(self, transforms: Sequence[Callable[[Any], Any]], mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__(list(transforms))
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+
+
+def normalisation_of(transform: Any) -> Normalisation | None:
+    """``(mean, std)`` of a transform :func:`make_transforms` built; ``None`` for any other."""
+    if isinstance(transform, Compose):
+        return transform.mean, transform.std
+    return None
 
 
 class Resize(T.Resize):
@@ -116,7 +166,8 @@ def make_transforms(
         image_size: crop size overriding the spec's; the resize becomes round(size * 256 / 224).
 
     Returns:
-        ``(train_tf, eval_tf)``. eval: Resize -> CenterCrop -> ToTensor -> Normalize.
+        ``(train_tf, eval_tf)``, each a :class:`Compose` that knows its mean and std.
+        eval: Resize -> CenterCrop -> ToTensor -> Normalize.
         train: the same with rotation, flip and colour jitter added; a random resized crop
         replaces the centre crop when enabled.
     """
@@ -131,11 +182,12 @@ def make_transforms(
         crop, resize = int(image_size), round(int(image_size) * 256 / 224)
     else:
         crop, resize = int(spec_like.input_size), int(spec_like.resize_size)
-    tail = [T.ToTensor(), T.Normalize(list(spec_like.mean), list(spec_like.std))]
+    mean, std = list(spec_like.mean), list(spec_like.std)
+    tail = [T.ToTensor(), T.Normalize(mean, std)]
     resize_tf = Resize(resize, interpolation=interpolation, antialias=True)
-    eval_tf = T.Compose([resize_tf, T.CenterCrop(crop), *tail])
+    eval_tf = Compose([resize_tf, T.CenterCrop(crop), *tail], mean, std)
     if augment is None or augment.is_identity():
-        return T.Compose([resize_tf, T.CenterCrop(crop), *tail]), eval_tf
+        return Compose([resize_tf, T.CenterCrop(crop), *tail], mean, std), eval_tf
     # Rotating the resized image before cropping keeps most of the black corners out of the crop.
     steps: list[Any] = [resize_tf]
     if augment.rotation:
@@ -149,4 +201,4 @@ def make_transforms(
     if augment.color_jitter:
         s = float(augment.color_jitter)
         steps.append(T.ColorJitter(brightness=s, contrast=s, saturation=s, hue=min(0.1, s / 4)))
-    return T.Compose([*steps, *tail]), eval_tf
+    return Compose([*steps, *tail], mean, std), eval_tf

@@ -18,10 +18,9 @@ import numpy as np
 from PIL import Image
 
 from ..core.data import load_image
+from ..core.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalisation
 
 THUMB_SIZE = 64
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def png_bytes(img: Image.Image, size: int | None = THUMB_SIZE) -> bytes:
@@ -85,21 +84,6 @@ def tensor_to_image(
     return Image.fromarray(np.ascontiguousarray(arr[:, :, :3]))
 
 
-def find_normalize(transform: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """``(mean, std)`` of the first ``Normalize`` step inside a (nested) torchvision ``Compose``."""
-    stack = [transform]
-    seen = 0
-    while stack and seen < 100:
-        seen += 1
-        t = stack.pop(0)
-        if type(t).__name__ == "Normalize" and hasattr(t, "mean") and hasattr(t, "std"):
-            return tuple(float(v) for v in np.ravel(t.mean)), tuple(float(v) for v in np.ravel(t.std))
-        inner = getattr(t, "transforms", None)
-        if isinstance(inner, (list, tuple)):
-            stack.extend(inner)
-    return None
-
-
 def thumbnail_grid_html(
     rows: Sequence[tuple[str, int, Sequence[str]]], size: int = THUMB_SIZE, note: str = ""
 ) -> str:
@@ -161,9 +145,13 @@ def sizes_html(sizes: Any) -> str:
     return f"<div style='margin-left:12px'><b>Image sizes (pixels)</b>{table}</div>"
 
 
-def normalisation(transform: Any, spec: Any = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` a transform normalises with: its own ``Normalize``, else ``spec``'s, else ImageNet's."""
-    found = find_normalize(transform)
+def normalisation(bundle: Any, spec: Any = None) -> Normalisation:
+    """``(mean, std)`` a data bundle's transforms normalise with, as core reports it.
+
+    Transforms core did not build (a bundle whose transforms are still identities) fall
+    back to ``spec``'s, else ImageNet's.
+    """
+    found = bundle.normalisation
     if found is not None:
         return found
     if spec is not None:
@@ -182,7 +170,7 @@ def augmented_views(
     path, label = bundle.train[index % len(bundle.train)]  # a Sample unpacks like (path, label)
     path, label = os.fspath(path), int(label)
     original = load_image(path)
-    mean, std = normalisation(bundle.train_tf, spec)
+    mean, std = normalisation(bundle, spec)
     views = []
     for _ in range(count):
         out = bundle.train_tf(original)
