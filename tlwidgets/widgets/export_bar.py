@@ -15,6 +15,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..core.session import Session
+from .download import DownloadButtons
 
 _SUFFIXES = (".zip", ".onnx", ".py")
 _STATE = ["model", "model_version", "data", "data_version", "head", "classes", "status"]
@@ -37,7 +38,7 @@ def _size_mb(path: Path) -> float:
 
 
 class ExportBar(widgets.VBox):
-    """Path box with Save / Export ONNX / Generate script buttons and a result line.
+    """Path box with Save / Export ONNX / Generate script buttons, Download buttons and a result line.
 
     Args:
         session: the shared session.
@@ -48,6 +49,8 @@ class ExportBar(widgets.VBox):
         path: the Text naming the outputs (``tlw-export-path``).
         save_button (``tlw-save``), export_onnx_button (``tlw-export-onnx``),
         script_button (``tlw-script``): the actions. result: what was written (``tlw-export-result``).
+        downloads: the :class:`~tlwidgets.widgets.download.DownloadButtons` (``tlw-download-bundle``,
+            ``tlw-download-onnx``, ``tlw-download-script``): the same files, sent to the browser.
     """
 
     def __init__(
@@ -77,8 +80,9 @@ class ExportBar(widgets.VBox):
         self.save_button.on_click(lambda _: self._act(self.save))
         self.export_onnx_button.on_click(lambda _: self._act(self.export_onnx))
         self.script_button.on_click(lambda _: self._act(self.write_script))
+        self.downloads = DownloadButtons(session, lambda: self.path.value, on_error, on_clear_error, self._show)
         super().__init__([widgets.HBox([self.path, self.save_button, self.export_onnx_button, self.script_button]),
-                          self.result])
+                          self.downloads, self.result])
         self.add_class("tlw-export-bar")
         self.session.observe(self._on_session_state, names=_STATE)
         self._observing = True
@@ -94,6 +98,7 @@ class ExportBar(widgets.VBox):
         self.save_button.disabled = self.export_onnx_button.disabled = not idle
         ready = idle and s.data is not None and tuple(s.classes) == tuple(s.data.classes)
         self.script_button.disabled = not ready
+        self.downloads.enable(bundle=idle, onnx=idle, script=ready)
         self.script_button.tooltip = ("<path>_train.py: the same training for python or torchrun" if ready
                                       else "Needs a model, data, and a head for the data's classes")
 
