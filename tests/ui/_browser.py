@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import nbformat
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,23 +167,29 @@ def visible_errors(page: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------- JupyterLab
-def open_and_run_notebook(page: Any, url: str, name: str, timeout: float = 240.0) -> float:
-    """Open ``name`` in JupyterLab, run all cells from the Run menu, wait for the App.
+def open_and_run_notebook(
+    page: Any, url: str, name: str, timeout: float = 240.0, *, front_end: str = "lab", shows: str = ".tlw-app"
+) -> float:
+    """Open ``name`` in JupyterLab (or Notebook 7), run all cells from the Run menu, wait for ``shows``.
 
-    Returns the seconds from opening the page until every code cell has run.
+    ``front_end="notebook"`` opens it at Notebook 7's ``/notebooks/<name>``; the menus, cells
+    and prompts are JupyterLab's there too. Returns the seconds from opening the page until
+    every code cell has run.
     """
     start = time.perf_counter()
-    page.goto(f"{url}/lab/tree/{name}?reset")
+    page.goto(f"{url}/lab/tree/{name}?reset" if front_end == "lab" else f"{url}/notebooks/{name}")
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
-    # The status bar says "Python 3 (ipykernel) | Idle" once the kernel is ready.
+    # JupyterLab's status bar says "Python 3 (ipykernel) | Idle" once the kernel is ready;
+    # Notebook 7 has no status bar, its toolbar's kernel indicator says idle.
     page.wait_for_function(
         "() => Array.from(document.querySelectorAll('.jp-StatusBar-TextItem'))"
-        ".some((e) => /\\|\\s*Idle/.test(e.textContent))",
+        ".some((e) => /\\|\\s*Idle/.test(e.textContent))"
+        " || !!document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]')",
         timeout=90_000,
     )
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-    page.wait_for_selector(".tlw-app", timeout=timeout * 1000)
+    page.wait_for_selector(shows, timeout=timeout * 1000)
     # every code cell has a number in its prompt: "[1]:", not "[ ]:" or "[*]:"
     page.wait_for_function(
         "() => { const p = Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt'));"
@@ -187,6 +197,26 @@ def open_and_run_notebook(page: Any, url: str, name: str, timeout: float = 240.0
         timeout=timeout * 1000,
     )
     return time.perf_counter() - start
+
+
+def put_notebook(server: Any, name: str, *sources: str) -> None:
+    """Create notebook ``name`` with one code cell per source in the server's root (contents API)."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    body = json.dumps({"type": "notebook", "format": "json", "content": nb}).encode()
+    request = urllib.request.Request(server.url + f"/api/contents/{name}", data=body, method="PUT",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 201)
+
+
+def shut_down_kernel(server: Any, name: str) -> None:
+    """Stop the kernel of notebook ``name`` (a shared server keeps running for other tests)."""
+    for session in server.get_json("/api/sessions"):
+        if session.get("path", "").endswith(name):
+            request = urllib.request.Request(server.url + f"/api/sessions/{session['id']}", method="DELETE")
+            with urllib.request.urlopen(request, timeout=30):
+                pass
 
 
 # ---------------------------------------------------------------- screenshots
