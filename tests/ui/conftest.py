@@ -1,4 +1,4 @@
-"""Real-browser fixtures: a headless JupyterLab server, a Voila server and Chromium.
+"""Real-browser fixtures: headless JupyterLab, Notebook 7 and Voila servers, and Chromium.
 
 The servers run on 127.0.0.1 on free ports, from a temporary root folder that holds a
 copy of the example notebook (with a small input size so training takes seconds), and
@@ -227,6 +227,37 @@ def voila_server(ui_requirements: None, tmp_path_factory: pytest.TempPathFactory
     with run_server(cmd, url, "/voila/static/", server_env(base), base / "voila.log", root) as server:
         yield server
 
+
+
+@pytest.fixture(scope="session")
+def notebook_server(ui_requirements: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Notebook 7 (``jupyter notebook``) on 127.0.0.1 (no token) serving ``quickstart.ipynb``.
+
+    Skips (under CI, fails) when the ``notebook`` package 7 or newer is not installed.
+    """
+    import importlib.metadata
+
+    try:
+        major = int(importlib.metadata.version("notebook").split(".")[0])
+    except importlib.metadata.PackageNotFoundError:
+        major = 0
+    if major < 7:
+        reason = "the Notebook 7 test needs the Python package notebook>=7 (pip install -e '.[test]')"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason + " (CI=true: these tests must run in CI)", pytrace=False)
+        pytest.skip(reason)
+    base = tmp_path_factory.mktemp("notebook7")
+    root = base / "root"
+    small_notebook(EXAMPLES / "quickstart.ipynb", root / "quickstart.ipynb")
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "notebook", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+        "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
+        f"--ServerApp.root_dir={root}",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with run_server(cmd, url, "/api/status", server_env(base), base / "notebook.log", root) as server:
+        yield server
 
 # ---------------------------------------------------------------- browser
 @pytest.fixture(scope="session")
