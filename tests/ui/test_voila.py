@@ -74,3 +74,18 @@ def test_the_plots_follow_the_training_in_voila(page: Any) -> None:
     wait_for_points(page, ".tlw-confusion", 10, timeout=10)
     confusion = plot_traces(page, ".tlw-confusion")[0]
     assert sum(map(sum, confusion["z"])) == 120
+
+
+def test_the_trained_bundle_downloads_from_voila(page: Any, tmp_path: Path) -> None:
+    """Voila has no file route: the Download button still hands the bundle to the browser."""
+    from tlwidgets import Session
+
+    with page.expect_download(timeout=120_000) as info:
+        page.locator(f"{TRAIN} .tlw-download-bundle").click()
+    saved = tmp_path / info.value.suggested_filename
+    info.value.save_as(saved)
+    assert saved.name == "my_model.zip"
+    loaded = Session.load(saved, device="cpu", data=False)
+    assert list(loaded.classes) == [str(d) for d in range(10)]
+    assert len(loaded.history.epochs) == 1, "the session trained in the page"
+    assert visible_errors(page) == []
