@@ -13,6 +13,13 @@ Pictures travel as custom widget messages whose binary buffer is the encoded fra
 a notebook is reopened. ``streaming=True`` sends a frame every ``interval_ms``
 milliseconds (a new one only after the previous one went out) for live predictions.
 
+Holding *Capture* down records a burst: a picture at once, then :data:`BURST_RATE` per
+second until the button is released or the pointer leaves it. Each frame of a burst is a
+capture that carries the burst's number (:attr:`Frame.burst`); a burst ends after
+``burst_max`` frames (:data:`BURST_MAX_FRAMES` by default) in the browser, and Python
+drops any frame of a burst beyond that and tells the browser to stop, so a stuck button
+cannot fill the disk.
+
 Browsers give pages the camera only over https or on ``localhost``, after the user
 allows it; a refusal shows in the widget and in :attr:`Webcam.error`.
 """
@@ -20,6 +27,7 @@ allows it; a refusal shows in the widget and in :attr:`Webcam.error`.
 from __future__ import annotations
 
 import io
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +43,11 @@ from ..core.images import load_image
 _STATIC = Path(__file__).with_name("static")
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 
+#: Frames per second recorded while Capture is held down.
+BURST_RATE = 4.0
+#: The most frames one burst records (50 seconds of holding at :data:`BURST_RATE`).
+BURST_MAX_FRAMES = 200
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -48,6 +61,8 @@ class Frame:
         kind: ``"capture"`` (the user pressed Capture, or :meth:`Webcam.capture`) or
             ``"stream"`` (a frame of the live stream).
         time: when it arrived (``time.time()``).
+        burst: for a capture made by pressing Capture, the number of that press (1, 2, ...):
+            every frame recorded while the button is held has the same number; 0 otherwise.
     """
 
     data: bytes
@@ -56,6 +71,7 @@ class Frame:
     height: int = 0
     kind: str = "capture"
     time: float = field(default_factory=time.time)
+    burst: int = 0
 
     @property
     def extension(self) -> str:
@@ -94,6 +110,10 @@ class Webcam(anywidget.AnyWidget):
     autostart = traitlets.Bool(False, help="ask for the camera as soon as the widget shows").tag(sync=True)
     capture_label = traitlets.Unicode("Capture").tag(sync=True)
     disabled = traitlets.Bool(False).tag(sync=True)
+    burst_rate = traitlets.Float(BURST_RATE, help="frames per second while Capture is held (0: one per press)").tag(
+        sync=True
+    )
+    burst_max = traitlets.Int(BURST_MAX_FRAMES, help="the most frames one held press records").tag(sync=True)
     active = traitlets.Bool(False, help="the camera runs (set by the browser)").tag(sync=True)
     error = traitlets.Unicode("", help="why the camera could not start (set by the browser)").tag(sync=True)
 
@@ -102,7 +122,9 @@ class Webcam(anywidget.AnyWidget):
         self.add_class("tlw-webcam-widget")
         self.last_frame: Frame | None = None
         self.frames_received = 0
-        self._callbacks: dict[str, list[Callable[[Frame], Any]]] = {"capture": [], "stream": []}
+        self.burst = 0  # number of the latest burst, and how many of its frames were passed on
+        self.burst_frames = 0
+        self._callbacks: dict[str, list[Callable[..., Any]]] = {"capture": [], "stream": [], "burst_end": []}
         self.on_msg(self._on_front_end_msg)
 
     @traitlets.validate("interval_ms")
@@ -119,6 +141,20 @@ class Webcam(anywidget.AnyWidget):
             raise traitlets.TraitError(f"quality={value} must be above 0 and at most 1.")
         return value
 
+    @traitlets.validate("burst_rate")
+    def _valid_burst_rate(self, proposal: dict) -> float:
+        value = float(proposal["value"])
+        if not 0.0 <= value <= 10.0:
+            raise traitlets.TraitError(f"burst_rate={value} must be from 0 (one picture per press) to 10 per second.")
+        return value
+
+    @traitlets.validate("burst_max")
+    def _valid_burst_max(self, proposal: dict) -> int:
+        value = int(proposal["value"])
+        if not 1 <= value <= 1000:
+            raise traitlets.TraitError(f"burst_max={value} must be a whole number from 1 to 1,000.")
+        return value
+
     # ------------------------------------------------------------------ subscriptions
     def on_capture(self, callback: Callable[[Frame], Any], remove: bool = False) -> None:
         """Call ``callback(frame)`` for every captured picture (Capture button or :meth:`capture`)."""
@@ -128,7 +164,11 @@ class Webcam(anywidget.AnyWidget):
         """Call ``callback(frame)`` for every streamed frame (while ``streaming`` is on)."""
         self._subscribe("stream", callback, remove)
 
-    def _subscribe(self, kind: str, callback: Callable[[Frame], Any], remove: bool) -> None:
+    def on_burst_end(self, callback: Callable[[int], Any], remove: bool = False) -> None:
+        """Call ``callback(burst)`` when Capture is released after burst number ``burst``."""
+        self._subscribe("burst_end", callback, remove)
+
+    def _subscribe(self, kind: str, callback: Callable[..., Any], remove: bool) -> None:
         callbacks = self._callbacks[kind]
         if remove:
             if callback in callbacks:
@@ -149,23 +189,58 @@ class Webcam(anywidget.AnyWidget):
         """Stop the camera in the browser (its light goes off)."""
         self.send({"type": "stop"})
 
+    def stop_burst(self) -> None:
+        """End the burst being recorded in the browser, as if Capture had been released."""
+        self.send({"type": "stop-burst"})
+
     # ------------------------------------------------------------------ messages
     def _on_front_end_msg(self, _widget: Any, content: dict, buffers: list[Any]) -> None:
-        if not isinstance(content, dict) or content.get("type") != "frame" or not buffers:
+        if not isinstance(content, dict):
+            return
+        if content.get("type") == "burst-end":
+            burst = _whole(content.get("burst"))
+            if burst:
+                for callback in list(self._callbacks["burst_end"]):
+                    callback(burst)
+            return
+        if content.get("type") != "frame" or not buffers:
             return
         kind = "stream" if content.get("kind") == "stream" else "capture"
         frame = Frame(
             data=bytes(buffers[0]),
             mime=str(content.get("mime") or "image/jpeg"),
-            width=int(content.get("width") or 0),
-            height=int(content.get("height") or 0),
+            width=_whole(content.get("width")),
+            height=_whole(content.get("height")),
             kind=kind,
+            burst=_whole(content.get("burst")) if kind == "capture" else 0,
         )
         self.receive(frame)
 
     def receive(self, frame: Frame) -> None:
-        """Hand ``frame`` to the subscribers, as if the browser had sent it."""
+        """Hand ``frame`` to the subscribers, as if the browser had sent it.
+
+        A frame of a burst that already passed on ``burst_max`` frames is dropped, and the
+        browser is told to stop that burst.
+        """
+        if frame.burst:
+            if frame.burst != self.burst:
+                self.burst, self.burst_frames = frame.burst, 0
+            if self.burst_frames >= self.burst_max:
+                if self.burst_frames == self.burst_max:
+                    self.burst_frames += 1  # tell the browser once
+                    self.stop_burst()
+                return
+            self.burst_frames += 1
         self.last_frame = frame
         self.frames_received += 1
         for callback in list(self._callbacks[frame.kind]):
             callback(frame)
+
+
+def _whole(value: Any) -> int:
+    """A count or size from the front end: a whole number of at least 0, else 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0
+    return max(0, min(int(value), 2**31))

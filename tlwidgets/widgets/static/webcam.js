@@ -2,8 +2,13 @@
 //
 // Shows the camera in a <video>, and sends pictures to Python as custom messages
 // whose single binary buffer is the encoded frame (JPEG or PNG):
-//   {type: "frame", kind: "capture" | "stream", mime, width, height}
-// Python may send {type: "capture" | "start" | "stop"}.
+//   {type: "frame", kind: "capture" | "stream", mime, width, height, burst}
+// Python may send {type: "capture" | "start" | "stop" | "stop-burst"}.
+//
+// Holding Capture down records a burst: a picture at once, then burst_rate pictures per
+// second until the button is released or the pointer leaves it (at most burst_max).
+// Every frame of one press carries the same burst number; when the press ends, after
+// its last frame went out, {type: "burst-end", burst, sent} follows.
 
 const MESSAGES = {
   NotAllowedError: "Camera permission was refused: allow the camera for this page (icon in the address bar), then press Start camera again.",
@@ -36,7 +41,7 @@ function render({ model, el }) {
   placeholder.textContent = "Camera off";
   screen.append(video, placeholder);
   const start = button("Start camera", "tlw-webcam-start", "Ask the browser for the camera");
-  const capture = button("", "tlw-webcam-capture", "Take a picture and send it to Python");
+  const capture = button("", "tlw-webcam-capture", "Take a picture; hold the button down to record several per second");
   const status = document.createElement("div");
   status.className = "tlw-webcam-status";
   const bar = document.createElement("div");
@@ -49,6 +54,8 @@ function render({ model, el }) {
   let timer = null;
   let sending = false;
   let captured = 0;
+  let burst = null; // the press being recorded: {id, sent, busy, ended, endSent, timer}
+  let bursts = 0;
 
   function say(text, isError = false) {
     status.textContent = text;
@@ -74,6 +81,7 @@ function render({ model, el }) {
     capture.textContent = model.get("capture_label");
     capture.disabled = model.get("disabled");
     start.disabled = model.get("disabled");
+    if (capture.disabled) stopBurst();
   }
 
   async function startCamera() {
@@ -124,13 +132,14 @@ function render({ model, el }) {
     }
     stream = null;
     video.srcObject = null;
+    stopBurst();
     clearInterval(timer);
     timer = null;
     setTrait("active", false);
     refresh();
   }
 
-  async function grab(kind) {
+  async function grab(kind, extra = {}) {
     if (!stream || !video.videoWidth) return false;
     const w = video.videoWidth;
     const h = video.videoHeight;
@@ -142,18 +151,76 @@ function render({ model, el }) {
     const blob = await new Promise((resolve) => canvas.toBlob(resolve, mime, model.get("quality")));
     if (!blob) return false;
     const buffer = await blob.arrayBuffer();
-    model.send({ type: "frame", kind, mime: blob.type, width: canvas.width, height: canvas.height }, undefined, [buffer]);
+    model.send({ type: "frame", kind, mime: blob.type, width: canvas.width, height: canvas.height, ...extra }, undefined, [
+      buffer,
+    ]);
     return true;
+  }
+
+  function flash() {
+    el.classList.add("tlw-webcam-flash");
+    setTimeout(() => el.classList.remove("tlw-webcam-flash"), 150);
   }
 
   async function takePicture() {
     if (!(await startCamera())) return;
     if (await grab("capture")) {
       captured += 1;
-      el.classList.add("tlw-webcam-flash");
-      setTimeout(() => el.classList.remove("tlw-webcam-flash"), 150);
+      flash();
       say(`${captured} picture${captured === 1 ? "" : "s"} sent`);
     }
+  }
+
+  function startBurst() {
+    if (burst || capture.disabled) return;
+    bursts += 1;
+    const b = { id: bursts, sent: 0, busy: false, ended: false, endSent: false, timer: null };
+    burst = b;
+    shoot(b, true);
+    const rate = model.get("burst_rate");
+    if (rate > 0) b.timer = setInterval(() => shoot(b, false), Math.max(100, 1000 / rate));
+  }
+
+  async function shoot(b, first) {
+    if (b.busy || (b.ended && !first)) return; // never queue pictures faster than they go out
+    b.busy = true;
+    try {
+      if (!(await startCamera())) return endBurst(b);
+      if (b.sent >= model.get("burst_max")) return endBurst(b);
+      if (await grab("capture", { burst: b.id })) {
+        b.sent += 1;
+        captured += 1;
+        flash();
+        say(b.sent > 1 ? `${b.sent} frames` : `${captured} picture${captured === 1 ? "" : "s"} sent`);
+      }
+      if (b.sent >= model.get("burst_max")) endBurst(b);
+    } finally {
+      b.busy = false;
+      if (b.ended) sendBurstEnd(b);
+    }
+  }
+
+  function endBurst(b) {
+    b.ended = true;
+    clearInterval(b.timer);
+    b.timer = null;
+    if (burst === b) burst = null;
+    if (!b.busy) sendBurstEnd(b); // otherwise once its last frame went out
+  }
+
+  function sendBurstEnd(b) {
+    if (b.endSent) return;
+    b.endSent = true;
+    if (b.sent > 1) say(`${b.sent} frames sent`);
+    try {
+      model.send({ type: "burst-end", burst: b.id, sent: b.sent });
+    } catch (e) {
+      // The model is gone (widget closed).
+    }
+  }
+
+  function stopBurst() {
+    if (burst) endBurst(burst);
   }
 
   function restartTimer() {
@@ -172,12 +239,21 @@ function render({ model, el }) {
   }
 
   start.addEventListener("click", () => (stream ? stopCamera() : startCamera()));
-  capture.addEventListener("click", takePicture);
+  capture.addEventListener("pointerdown", (e) => {
+    if (e.button === 0) startBurst();
+  });
+  for (const name of ["pointerup", "pointerleave", "pointercancel"]) capture.addEventListener(name, stopBurst);
+  capture.addEventListener("click", (e) => {
+    if (e.detail === 0) takePicture(); // Enter or Space: pointer presses are bursts
+  });
+  capture.addEventListener("contextmenu", (e) => e.preventDefault()); // a long touch is a burst, not a menu
+  window.addEventListener("blur", stopBurst);
   const onMessage = (msg) => {
     if (!msg || typeof msg !== "object") return;
     if (msg.type === "capture") takePicture();
     else if (msg.type === "start") startCamera();
     else if (msg.type === "stop") stopCamera();
+    else if (msg.type === "stop-burst") stopBurst();
   };
   const onLook = () => refresh();
   model.on("msg:custom", onMessage);
@@ -192,6 +268,7 @@ function render({ model, el }) {
     model.off("change:streaming", restartTimer);
     model.off("change:interval_ms", restartTimer);
     for (const name of ["mirror", "width", "capture_label", "disabled"]) model.off(`change:${name}`, onLook);
+    window.removeEventListener("blur", stopBurst);
     stopCamera();
   };
 }
