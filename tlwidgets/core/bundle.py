@@ -24,11 +24,9 @@ training script (:mod:`tlwidgets.core.script`) use the same format, so they open
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import hashlib
 import json
-import math
 import os
 import platform
 import zipfile
@@ -43,6 +41,16 @@ from torch import Tensor, nn
 from . import _bundle_files as files, bundle_schema as schema, data as data_mod
 from .errors import ModelError
 from .runs import run_to_dict
+from .session_settings import (  # the sections are built there; these names stay importable from here
+    NON_FINITE,
+    data_root,
+    data_section,
+    jsonable as _jsonable,
+    memory_format,
+    model_section,
+    number_from_json,
+    transforms_section,
+)
 
 if TYPE_CHECKING:
     from .session import Session
@@ -67,55 +75,9 @@ def versions() -> dict[str, str]:
     }
 
 
-def memory_format(model: nn.Module) -> str:
-    """``"channels_last"`` when the model's 4-D weights are stored channels-last, else ``"contiguous"``."""
-    for p in model.parameters():
-        if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1:
-            cl = p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-            return "channels_last" if cl else "contiguous"
-    return "contiguous"
-
-
-def model_section(session: Session) -> dict[str, Any]:
-    """Architecture and weights source of the session's model."""
-    spec = session.spec
-    stored = {k: v for k, v in dataclasses.asdict(spec).items() if k != "class_names"}
-    return {
-        "name": spec.name, "source": spec.source, "arch": spec.arch, "family": spec.family,
-        "pretrained": getattr(session, "pretrained", None),
-        "checkpoint": spec.weights_path if spec.source == "checkpoint" else None,
-        "weights_url": spec.weights_url,
-        "memory_format": memory_format(session.model),
-        "spec": _jsonable(stored),
-    }
-
-
-def transforms_section(session: Session) -> dict[str, Any]:
-    """Resize, crop, normalisation and interpolation of the images the model sees."""
-    norm = session.spec
-    size = session.image_size
-    crop = int(size) if size is not None else int(norm.input_size)
-    resize = round(int(size) * 256 / 224) if size is not None else int(norm.resize_size)
-    return {
-        "input_size": crop, "resize_size": resize, "mean": [float(v) for v in norm.mean],
-        "std": [float(v) for v in norm.std], "interpolation": str(norm.interpolation),
-        "image_size": None if size is None else int(size),
-    }
-
-
-def data_section(bundle: data_mod.DataBundle | None) -> dict[str, Any] | None:
-    """Where the data came from (the file lists go to ``split.json``)."""
-    if bundle is None:
-        return None
-    return {
-        "source": bundle.report.source, "layout": bundle.report.layout, "root": _data_root(bundle),
-        "num_train": len(bundle.train), "num_val": len(bundle.val),
-    }
-
-
 def split_of(bundle: data_mod.DataBundle) -> dict[str, Any]:
     """The ``split.json`` content: root, classes, and ``[relative path, label]`` per file."""
-    root = _data_root(bundle)
+    root = data_root(bundle)
 
     def rel(samples: list[data_mod.Sample]) -> list[list[Any]]:
         return [[Path(os.path.relpath(s.path, root)).as_posix(), int(s.label)] for s in samples]
@@ -124,58 +86,17 @@ def split_of(bundle: data_mod.DataBundle) -> dict[str, Any]:
 
 
 def session_metadata(session: Session) -> dict[str, Any]:
-    """Everything ``tlwidgets.json`` holds except the weights entry."""
-    history = session.history
+    """Everything ``tlwidgets.json`` holds except the weights entry: the session's settings
+    (:class:`~tlwidgets.core.session_settings.SessionSettings`) between format facts and runs."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "written_by": "tlwidgets.Session.save",
         "versions": versions(),
-        "model": model_section(session),
-        "head": dataclasses.asdict(session.head),
-        "classes": list(session.classes),
-        "transforms": transforms_section(session),
-        "augment": dataclasses.asdict(session.augment),
-        "frozen": list(session.frozen),
-        "lr_factors": {k: float(v) for k, v in session.lr_factors.items()},
-        "config": dataclasses.asdict(session.config),
-        "history": None if history is None else {
-            "batches": history.batches, "epochs": history.epochs,
-            "stopped": bool(history.stopped), "config": history.config,
-        },
-        "data": data_section(session.data),
+        **session.settings().to_dict(),
         "runs": [run_to_dict(run) for run in getattr(session, "runs", ())],
     }
-
-
-def _data_root(bundle: data_mod.DataBundle) -> str:
-    paths = [s.path for s in (*bundle.train, *bundle.val)]
-    if not paths:
-        return ""
-    root = os.path.commonpath([os.path.abspath(p) for p in paths])
-    return root if os.path.isdir(root) else os.path.dirname(root)
-
-
-NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as strict JSON data: string keys, lists for tuples, and a non-finite float as
-    the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (strict JSON has no such numbers;
-    a diverged run's loss is NaN). :func:`number_from_json` reads them back."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value
-
-
-def number_from_json(value: Any) -> Any:
-    """The float that :func:`_jsonable` wrote as ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``; other values as they are."""
-    return NON_FINITE.get(value, value) if isinstance(value, str) else value
 
 
 def _dumps(value: Any, **options: Any) -> str:
@@ -393,6 +314,7 @@ def read(
 
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "META_FILE", "SPLIT_FILE", "WEIGHTS_FILE", "read", "read_metadata",
-    "save", "session_metadata", "split_of", "state_dict_for_saving", "write_folder",
+    "FORMAT", "FORMAT_VERSION", "META_FILE", "NON_FINITE", "SPLIT_FILE", "WEIGHTS_FILE", "data_section",
+    "memory_format", "model_section", "number_from_json", "read", "read_metadata", "save", "session_metadata",
+    "split_of", "state_dict_for_saving", "transforms_section", "write_folder",
 ]

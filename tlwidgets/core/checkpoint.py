@@ -118,13 +118,6 @@ class CheckpointCallback(Callback):
 
 
 # ---------------------------------------------------------------------------- a session's fit
-def _history_dict(history: History | None) -> dict[str, Any] | None:
-    if history is None:
-        return None
-    return {"batches": list(history.batches), "epochs": list(history.epochs),
-            "stopped": bool(history.stopped), "config": dict(history.config)}
-
-
 @dataclasses.dataclass
 class FitPlan:
     """Where a session's fit writes checkpoints and what it resumes from.
@@ -143,14 +136,13 @@ class FitPlan:
         """The checkpoint writer (first, so a failing callback after it cannot cost the epoch)."""
         if self.path is None:
             return []
-        model = session.model
-        base = self.state["session"]["base_history"] if self.state is not None else _history_dict(
-            session.history if session.continues_history else None)
+        settings = session.settings()  # the session's settings, serialised as everywhere else
+        base = self.state["session"]["base_history"] if self.state is not None else (
+            settings.history if session.continues_history else None)
         extra = {"session": {
-            "model": session.spec.name, "classes": list(session.classes),
-            "head": dataclasses.asdict(session.head),
-            "trainable": [n for n, p in model.named_parameters() if p.requires_grad],
-            "lr_factors": dict(session.lr_factors), "base_history": base,
+            "model": settings.model["name"], "classes": list(settings.classes), "head": settings.head,
+            "trainable": [n for n, p in session.model.named_parameters() if p.requires_grad],
+            "lr_factors": settings.lr_factors, "base_history": base,
         }}
         return [CheckpointCallback(self.path, extra)]
 

@@ -14,11 +14,11 @@ one-line error, exit status 2.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -93,26 +93,27 @@ def _replaces_head(session: Any) -> bool:
 
 
 def settings(session: Any) -> dict[str, Any]:
-    """The values of the script's settings block."""
-    model = bundle.model_section(session)
+    """The values of the script's settings block, from the session's settings
+    (:class:`~tlwidgets.core.session_settings.SessionSettings`, as a bundle stores them)."""
+    state = session.settings().to_dict()
+    model = state["model"]
     model.pop("memory_format")
     if model["source"] != "checkpoint":  # the catalog knows it; the bundle needs no copy of its record
         model.pop("spec")
     model["builder"] = _builder(session.spec)
     import tlwidgets
 
-    data = bundle.data_section(session.data)
     return {
         "MODEL": model,
-        "HEAD": dataclasses.asdict(session.head),
+        "HEAD": state["head"],
         "REPLACE_HEAD": _replaces_head(session),
-        "CLASSES": list(session.classes),
-        "TRANSFORMS": bundle.transforms_section(session),
-        "AUGMENT": dataclasses.asdict(session.augment),
+        "CLASSES": state["classes"],
+        "TRANSFORMS": state["transforms"],
+        "AUGMENT": state["augment"],
         "FROZEN": frozen_prefixes(session.model),
-        "LR_FACTORS": {k: float(v) for k, v in session.lr_factors.items()},
-        "CONFIG": script_config(session),
-        "DATA": {k: data[k] for k in ("source", "layout", "root")},
+        "LR_FACTORS": state["lr_factors"],
+        "CONFIG": script_config(state["config"], session.history),
+        "DATA": {k: state["data"][k] for k in ("source", "layout", "root")},
         "GENERATED_BY": f"tlwidgets {tlwidgets.__version__}",
     }
 
@@ -251,16 +252,16 @@ def to_script(session: Any, path: str | os.PathLike[str]) -> ScriptFiles:
 AUTO_EPOCHS_WITHOUT_RUN = 20
 
 
-def script_config(session: Any) -> dict[str, Any]:
-    """The session's training options with ``"auto"`` made concrete for a plain loop.
+def script_config(config: Mapping[str, Any], history: Any = None) -> dict[str, Any]:
+    """Training options (a session's settings' ``config``) with ``"auto"`` made concrete for a plain loop.
 
     The script trains a fixed number of epochs: with ``epochs="auto"`` it takes the epoch
-    the last automatic fit kept (its best), else :data:`AUTO_EPOCHS_WITHOUT_RUN`; a
-    ``schedule="auto"`` becomes one-cycle over those epochs.
+    the last automatic fit kept (its best, from ``history``), else the epochs ``history``
+    ran, else :data:`AUTO_EPOCHS_WITHOUT_RUN`; a ``schedule="auto"`` becomes one-cycle over
+    those epochs.
     """
-    config = dataclasses.asdict(session.config)
+    config = dict(config)
     if config["epochs"] == "auto":
-        history = session.history
         best = history.best_epoch if history is not None else None
         ran = len(history.epochs) if history is not None else 0
         config["epochs"] = int(best or ran or AUTO_EPOCHS_WITHOUT_RUN)

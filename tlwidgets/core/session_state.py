@@ -21,6 +21,7 @@ from .device import best_device
 from .errors import BusyError, ConfigError, DataError, ModelError
 from .events import Events
 from .runs import RunRecorder
+from .session_settings import SessionSettings
 from .status import Status
 from .transforms import IMAGE_SIZE_RANGE, IMAGENET
 
@@ -153,6 +154,12 @@ class SessionState(traitlets.HasTraits):
                 self.data_version += 1
             if "message" in parts:
                 self.message = parts["message"]
+
+    def settings(self) -> SessionSettings:
+        """What the session is set to, as plain data: the one serialisation that bundles,
+        checkpoints and training scripts are written from (see
+        :mod:`tlwidgets.core.session_settings`). Needs a loaded model."""
+        return SessionSettings.of(self)
 
     @contextlib.contextmanager
     def running(self, trainer: training.Trainer) -> Iterator[training.Trainer]:
