@@ -1,38 +1,35 @@
 """DatasetBrowser: choose images (folder, archive, torchvision dataset, demo), see what was found.
 
-The panel shows the scan report of the session's data: class counts per split, sample
-thumbnails per class, skipped files with their reasons and image sizes; it sets the
-validation split and the training augmentation, and previews augmented views.
+The panel shows the scan report of the session's data (``_data_report.DataReport``):
+class counts per split with the core's imbalance warning, sample thumbnails per class,
+skipped files with their reasons and image sizes; it sets the validation split and the
+training augmentation, and previews augmented views.
 """
 
 from __future__ import annotations
 
 import contextlib
-import html
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
-import numpy as np
-import plotly.graph_objects as go
 from ipyfilechooser import FileChooser
 from PIL import Image
 
 from ..core import data as data_mod
-from ..core.balance import imbalance_note
 from ..core.errors import DataError
 from ..core.session import Session
 from . import _images
+from ._data_report import DataReport
+from ._data_report import path_label as _path_label
 from ._panel import Panel, guarded
 
 SOURCES = ("Folder", "Archive", "torchvision", "Demo")
 ARCHIVE_PATTERNS = ["*.zip", "*.tar", "*.tar.gz", "*.tgz"]
 # Shown in the dropdown when the core does not list the datasets it can split.
 _FALLBACK_TV_DATASETS = ("CIFAR10", "CIFAR100", "MNIST", "FashionMNIST", "SVHN", "STL10", "Flowers102")
-_MAX_CLASSES_SHOWN = 50
-_MAX_SKIPPED_SHOWN = 500
 _PREVIEW_SIZE = 112
 
 
@@ -62,11 +59,6 @@ def _has_own_split(bundle: Any) -> bool:
         # Datasets with their own test split are written as <name>/val/<class>/<file>.
         return Path(_path_label(bundle.val[0])[0]).parent.parent.name == "val"
     return False
-
-
-def _path_label(sample: Any) -> tuple[str, int]:
-    path, label = sample  # Sample unpacks like a (path, label) tuple
-    return os.fspath(path), int(label)
 
 
 class DatasetBrowser(Panel):
@@ -110,7 +102,6 @@ class DatasetBrowser(Panel):
         self._syncing = False
         self._preview_shown = False
         self.preview_images: list[Image.Image] = []
-        self.sample_paths: dict[str, list[str]] = {}
         start = os.fspath(path) if path is not None else os.getcwd()
 
         # ---- sources
@@ -174,22 +165,11 @@ class DatasetBrowser(Panel):
         self.val_fraction.observe(self._on_split_change, names="value")
         self.seed.observe(self._on_split_change, names="value")
 
-        # ---- report
-        self.summary = _tag(widgets.HTML(), "tlw-data-summary")
-        self.imbalance = _tag(widgets.HTML(), "tlw-data-imbalance")
-        self.counts_fig = go.FigureWidget(
-            data=[go.Bar(name="train", x=[], y=[]), go.Bar(name="val", x=[], y=[])],
-            layout=go.Layout(
-                barmode="group", height=260, margin=dict(l=40, r=10, t=30, b=40),
-                title=dict(text="Images per class", font=dict(size=13)),
-                xaxis=dict(type="category"), yaxis=dict(title="images"),
-                legend=dict(orientation="h", y=1.12, x=1, xanchor="right"),
-            ),
-        )  # fmt: skip
-        self.sizes = _tag(widgets.HTML(), "tlw-image-sizes")
-        self.samples = _tag(widgets.HTML(), "tlw-samples")
-        self.skipped_table = widgets.HTML()
-        self.skipped = _tag(widgets.Accordion(children=[self.skipped_table], selected_index=None), "tlw-skipped")
+        # ---- report (its widgets are the panel's too)
+        self.data_report = report = DataReport()
+        self.summary, self.balance, self.imbalance = report.summary, report.balance, report.imbalance
+        self.counts_fig, self.sizes, self.samples = report.counts_fig, report.sizes, report.samples
+        self.skipped_table, self.skipped = report.skipped_table, report.skipped
 
         # ---- augmentation
         self.flip = widgets.Checkbox(value=False, description="Horizontal flip", indent=False)
@@ -216,7 +196,7 @@ class DatasetBrowser(Panel):
         self.set_body(
             self.source_choice, self.source_stack,
             widgets.HBox([self.val_fraction, self.seed, self.load_button]), self.progress, self.hint,
-            self.summary, self.imbalance, widgets.HBox([self.counts_fig, self.sizes]),
+            self.summary, self.balance, widgets.HBox([self.counts_fig, self.sizes]),
             widgets.HTML("<b>Samples</b>"), self.samples, self.skipped, augment_box,
         )  # fmt: skip
 
@@ -377,52 +357,13 @@ class DatasetBrowser(Panel):
         self._redraw()
         self._update_controls()
 
+    @property
+    def sample_paths(self) -> dict[str, list[str]]:
+        """``{class: [paths of the sample thumbnails shown]}``."""
+        return self.data_report.sample_paths
+
     def _redraw(self) -> None:
-        bundle = self.session.data
-        if bundle is None:
-            self.summary.value = (
-                "<i>No data loaded yet: choose a folder with one sub-folder per class, "
-                "an archive, a torchvision dataset, or the built-in demo.</i>"
-            )
-            self._draw_counts([], np.zeros(0), np.zeros(0))
-            self.sizes.value = self.samples.value = self.skipped_table.value = self.imbalance.value = ""
-            self.skipped.set_title(0, "Skipped files (0)")
-            self.sample_paths = {}
-            return
-        report = bundle.report
-        self.summary.value = f"<div style='margin:4px 0'>{html.escape(report.summary())}</div>"
-        counts = report.counts.reindex(list(bundle.classes)).fillna(0)
-        note = imbalance_note(counts["train"].to_dict())
-        self.imbalance.value = "" if note is None else (
-            f"<div style='margin:4px 0;color:#a60'>&#9888; {html.escape(note)}</div>")
-        self._draw_counts(list(bundle.classes), counts["train"].to_numpy(int), counts["val"].to_numpy(int))
-        self.sizes.value = _images.sizes_html(getattr(report, "image_sizes", None))
-        self._draw_samples(bundle, counts)
-        self._draw_skipped(report)
-
-    def _draw_counts(self, classes: list[str], train: np.ndarray, val: np.ndarray) -> None:
-        with self.counts_fig.batch_update():
-            self.counts_fig.data[0].x = classes
-            self.counts_fig.data[0].y = train
-            self.counts_fig.data[1].x = classes
-            self.counts_fig.data[1].y = val
-
-    def _draw_samples(self, bundle: Any, counts: Any) -> None:
-        per_class: dict[int, list[str]] = {i: [] for i in range(len(bundle.classes))}
-        for sample in [*bundle.train, *bundle.val]:
-            path, label = _path_label(sample)
-            if label in per_class and len(per_class[label]) < self.samples_per_class:
-                per_class[label].append(path)
-        shown = list(bundle.classes)[:_MAX_CLASSES_SHOWN]
-        self.sample_paths = {name: per_class[i] for i, name in enumerate(shown)}
-        totals = counts["total"] if "total" in counts else counts["train"] + counts["val"]
-        rows = [(name, int(totals.get(name, 0)), self.sample_paths[name]) for name in shown]
-        note = f"First {len(shown)} of {len(bundle.classes)} classes shown." if len(bundle.classes) > len(shown) else ""
-        self.samples.value = _images.thumbnail_grid_html(rows, note=note)
-
-    def _draw_skipped(self, report: Any) -> None:
-        self.skipped.set_title(0, f"Skipped files ({len(report.skipped)})")
-        self.skipped_table.value = _images.skipped_table_html(report.skipped, limit=_MAX_SKIPPED_SHOWN)
+        self.data_report.show(self.session.data, self.samples_per_class)
 
     # ------------------------------------------------------------------ state
     def _on_status_change(self, _change: dict) -> None:
