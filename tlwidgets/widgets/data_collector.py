@@ -8,6 +8,11 @@ the "also delete its pictures" box ticked. Nothing outside the folder is ever to
 every class name goes through one check (``_image_folder.check_class_name``), and
 removing a class deletes only the pictures the panel shows.
 
+Holding *Capture* down records a burst of webcam frames into the selected class, with a
+live counter (``_burst.BurstRecorder``). The number of pictures of each class shows under
+the status line, with the core's warning when the classes are imbalanced
+(``balance.imbalance_note``), after every change.
+
 Once the session's model predicts exactly these classes, *Live preview* classifies the
 webcam's frames (or the last upload) continuously, at most every ``preview_interval``
 seconds, in a background thread that always takes the newest frame and drops the rest.
@@ -18,24 +23,24 @@ from __future__ import annotations
 import html
 import io
 import os
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
-import pandas as pd
 from PIL import Image
 
 from ..core.errors import DataError
 from ..core.session import Session
-from . import _images
+from ._balance_view import BalanceView
+from ._burst import BurstRecorder, capture_file_name
+from ._collector_gallery import ClassGallery
+from ._collector_gallery import pictures as _pictures
+from ._collector_preview import LivePreviewMixin
 from ._image_folder import ImageFolderStore
-from ._live_preview import LatestOnly, top_k_html
+from ._live_preview import LatestOnly
 from ._panel import Panel, guarded
 from .webcam import Frame, Webcam
-
-_THUMB = 64
 
 
 def _tag(widget: Any, css_class: str) -> Any:
@@ -43,15 +48,11 @@ def _tag(widget: Any, css_class: str) -> Any:
     return widget
 
 
-def _pictures(n: int) -> str:
-    return f"{n} picture" if n == 1 else f"{n} pictures"
-
-
 def _hint(text: str, colour: str = "#666") -> str:
     return f"<span style='color:{colour}'>{html.escape(text)}</span>"
 
 
-class DataCollector(Panel):
+class DataCollector(LivePreviewMixin, Panel):
     """Collect pictures for your own classes, by upload or webcam, into a folder on disk.
 
     Workflow: choose a folder (created if missing; class sub-folders already there are
@@ -86,8 +87,9 @@ class DataCollector(Panel):
         self.images: dict[str, list[Path]] = {}
         self.thumbnails_per_class = int(thumbnails_per_class)
         self.preview_interval = float(preview_interval)
-        self.tiles: dict[str, widgets.VBox] = {}
-        self.sections: dict[str, tuple[widgets.HTML, widgets.Box, widgets.VBox]] = {}
+        self.gallery_view = ClassGallery(self.delete_image)
+        self.tiles = self.gallery_view.tiles  # {file path: thumbnail tile}
+        self.sections = self.gallery_view.sections  # {class: (header, thumbnails box, section)}
         self.preview_worker = LatestOnly(self._classify_item, preview_interval, self.show_error, "tlw-live-preview")
 
         # ---- folder
@@ -122,14 +124,17 @@ class DataCollector(Panel):
                            "tlw-collector-upload")  # fmt: skip
         self.upload.observe(self._on_upload_value, names="value")
         self.webcam: Webcam | None = None
+        self.burst_recorder: BurstRecorder | None = None
         if camera:
             self.webcam = Webcam(capture_label="Capture into class")
             self.webcam.on_capture(self._on_capture)
             self.webcam.on_frame(self._on_stream_frame)
+            self.burst_recorder = BurstRecorder(self.webcam, self.add_images, self._say)
 
         # ---- gallery, data, preview
-        self.gallery = _tag(widgets.VBox(), "tlw-gallery")
+        self.gallery = self.gallery_view.box
         self.status = _tag(widgets.HTML(), "tlw-collector-status")
+        self.balance = _tag(BalanceView("Pictures per class"), "tlw-collector-balance")
         self.use_button = _tag(widgets.Button(description="Use this data", icon="check", button_style="primary",
                                               tooltip="Load this folder into the session"), "tlw-use-data")  # fmt: skip
         self.use_button.on_click(lambda _b: self.use_data())
@@ -140,8 +145,8 @@ class DataCollector(Panel):
         self.predictions = _tag(widgets.HTML(), "tlw-live-predictions")
 
         add_box = [widgets.HTML("<b>Add pictures</b> to the selected class"), self.upload]
-        if self.webcam is not None:
-            add_box.append(self.webcam)
+        if self.webcam is not None and self.burst_recorder is not None:
+            add_box += [self.webcam, self.burst_recorder.counter]
         self.set_body(
             widgets.HBox([self.folder_text, self.folder_button]),
             widgets.HBox([self.class_name, self.add_class_button]),
@@ -149,6 +154,7 @@ class DataCollector(Panel):
             widgets.HBox([self.rename_text, self.rename_button, self.remove_button, self.confirm_remove]),
             widgets.HBox([widgets.VBox(add_box), widgets.VBox([self.live_preview, self.predictions])]),
             self.status,
+            self.balance,
             self.gallery,
             self.use_button,
         )
@@ -206,8 +212,7 @@ class DataCollector(Panel):
         if not old:
             raise DataError("Select the class to rename first.")
         folder = self._require_store().rename_class(old, new)
-        for path in [p for p in self.tiles if Path(p).parent.name == old]:
-            self.tiles.pop(path).close()  # their paths changed
+        self.gallery_view.forget_class(old)  # the paths of its pictures changed
         self.rename_text.value = ""
         self._redraw(select=folder.name)
         self._say(f"Class {old!r} is now {folder.name!r}.")
@@ -294,7 +299,10 @@ class DataCollector(Panel):
         return saved
 
     def _on_capture(self, frame: Frame) -> None:
-        self.add_images([(f"webcam_{time.strftime('%Y%m%d-%H%M%S')}{frame.extension}", frame.data)])
+        if frame.burst and self.burst_recorder is not None:
+            self.burst_recorder.record(frame)  # Capture held down: one frame of a burst
+        else:
+            self.add_images([(capture_file_name(frame), frame.data)])
 
     # ------------------------------------------------------------------ drawing
     @guarded
@@ -313,56 +321,13 @@ class DataCollector(Panel):
         keep = select if select in names else self.class_choice.value if self.class_choice.value in names else None
         self.class_choice.options = names
         self.class_choice.value = keep if keep is not None else (names[0] if names else None)
-        self._draw_gallery()
+        self.gallery_view.draw(self.images, self.thumbnails_per_class)
+        self.balance.show({name: len(paths) for name, paths in self.images.items()})
         self._update_controls()
-
-    def _tile(self, path: Path) -> widgets.VBox:
-        key = os.fspath(path)
-        tile = self.tiles.get(key)
-        if tile is None:
-            png = _images.thumbnail_png(path, _THUMB) or b""
-            picture = widgets.Image(value=png, format="png", layout=widgets.Layout(width=f"{_THUMB}px",
-                                                                                    height=f"{_THUMB}px"))  # fmt: skip
-            picture.add_class("tlw-thumb")
-            delete = _tag(widgets.Button(icon="trash", tooltip=f"Delete {path.name}",
-                                         layout=widgets.Layout(width=f"{_THUMB}px", height="24px")),
-                          "tlw-delete-image")  # fmt: skip
-            delete.on_click(lambda _b, p=key: self.delete_image(p))
-            tile = _tag(widgets.VBox([picture, delete], layout=widgets.Layout(margin="2px")), "tlw-image-tile")
-            tile.path = key  # type: ignore[attr-defined]
-            self.tiles[key] = tile
-        return tile
-
-    def _draw_gallery(self) -> None:
-        shown: set[str] = set()
-        for name, paths in self.images.items():
-            visible = paths[-self.thumbnails_per_class:] if self.thumbnails_per_class > 0 else []
-            tiles = [self._tile(p) for p in visible]
-            shown.update(os.fspath(p) for p in visible)
-            if name not in self.sections:
-                header = widgets.HTML()
-                box = widgets.Box(layout=widgets.Layout(flex_flow="row wrap"))
-                section = _tag(widgets.VBox([header, box]), "tlw-class-section")
-                self.sections[name] = (header, box, section)
-            header, box, _section = self.sections[name]
-            more = f" (newest {len(visible)} shown)" if len(visible) < len(paths) else ""
-            header.value = (f"<b class='tlw-class-title'>{html.escape(name)}</b> "
-                            f"<span style='color:#666'>{_pictures(len(paths))}{more}</span>")  # fmt: skip
-            box.children = tiles
-        for key in [k for k in self.tiles if k not in shown]:
-            self.tiles.pop(key).close()
-        for name in [n for n in self.sections if n not in self.images]:
-            header, box, section = self.sections.pop(name)
-            for w in (header, box, section):
-                w.close()
-        self.gallery.children = [self.sections[n][2] for n in self.images]
 
     def shown_files(self) -> dict[str, list[str]]:
         """``{class: [file names]}`` of the thumbnails in the gallery."""
-        out: dict[str, list[str]] = {}
-        for name, (_header, box, _section) in self.sections.items():
-            out[name] = [Path(t.path).name for t in box.children]  # type: ignore[attr-defined]
-        return out
+        return self.gallery_view.shown_files()
 
     def _say(self, text: str) -> None:
         """Report a step that worked (and clear the error of an earlier one)."""
@@ -419,56 +384,8 @@ class DataCollector(Panel):
                 "Live preview works once a model is trained on these classes.", "#999"
             )
 
-    # ------------------------------------------------------------------ live preview
-    def classify(self, image: Image.Image | str | os.PathLike[str], k: int = 3) -> pd.DataFrame | None:
-        """Top-``k`` classes of ``image`` drawn as bars in ``predictions``; ``None`` when no model fits."""
-        blocker = self.preview_blocker()
-        if blocker is not None:
-            self.predictions.value = _hint(
-                f"The model does not predict these classes ({', '.join(self.classes) or 'none yet'}): {blocker}",
-                "#a60",
-            )
-            return None
-        if self.session.status != "idle":
-            self.predictions.value = _hint("Paused while training runs.", "#a60")
-            return None
-        frame = self.session.predict(image, k=k)
-        note = "" if self.session.history is not None else "(the new head is not trained yet)"
-        self.predictions.value = top_k_html(frame, note)
-        return frame
-
-    def submit_preview(self, image: Image.Image | Frame) -> None:
-        """Queue a picture (or a webcam frame) for the live preview; only the newest waiting one is classified."""
-        self.preview_worker.submit(image)
-
-    def _classify_item(self, item: Image.Image | Frame) -> None:
-        self.classify(item.image() if isinstance(item, Frame) else item)
-
-    def _on_stream_frame(self, frame: Frame) -> None:
-        if self.live_preview.value:
-            self.submit_preview(frame)  # decoded by the preview thread, and only if it is still the newest
-
-    def _on_live_preview(self, change: dict) -> None:
-        if change["new"]:
-            self.preview_worker.interval = self.preview_interval
-            self.preview_worker.start()
-            if self.webcam is not None:
-                self.webcam.streaming = True
-                self.webcam.interval_ms = max(50, int(self.preview_interval * 1000))
-            if not self.model_matches():
-                self.classify(Image.new("RGB", (8, 8)))  # shows why nothing will be classified
-            elif self.webcam is None or not self.webcam.active:
-                self.predictions.value = _hint("Start the camera, or upload a picture.")
-        else:
-            self.preview_worker.stop()
-            if self.webcam is not None:
-                self.webcam.streaming = False
-            self._update_controls()
-
     def close(self) -> None:
         """Stop the live preview and close every widget (safe to call twice)."""
         self.preview_worker.stop()
-        for tile in list(self.tiles.values()):
-            tile.close()
-        self.tiles.clear()
+        self.gallery_view.close()
         super().close()
