@@ -1,6 +1,6 @@
 """The web app export: a static folder whose page classifies as Session.predict does.
 
-The page itself runs in a real browser in tests/ui/test_webapp.py; here: the files, the
+The page itself runs in a real browser in tests/ui/test_webapp_browser.py; here: the files, the
 description the page reads, the ONNX model run with onnxruntime on that description's
 preprocessing, the page's preprocessing script run in Node against torchvision, class
 names that try to inject HTML or JavaScript, and folders and runtimes that are refused.
