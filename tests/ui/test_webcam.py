@@ -3,7 +3,8 @@
 Chromium runs with ``--use-fake-device-for-media-stream`` (a synthetic test pattern as the
 camera) and ``--use-fake-ui-for-media-stream`` (the permission prompt is accepted), so
 ``getUserMedia`` works headless. A click on Capture must put a picture file into the
-selected class folder on disk, and its thumbnail into the panel.
+selected class folder on disk, and its thumbnail into the panel; holding Capture down
+must save a burst of frames at the webcam's rate, with the counter showing how many.
 """
 
 from __future__ import annotations
@@ -130,6 +131,65 @@ def test_capture_with_a_fake_camera_saves_into_the_class_folder(
     finally:
         context.close()
         _shut_down(lab_server, NOTEBOOK)
+
+
+BURST_CODE = f"""\
+import tlwidgets
+collector = tlwidgets.DataCollector(tlwidgets.Session(device="cpu"), folder={PICTURES + "-burst"!r})
+collector.create_class("me")
+collector
+"""
+
+
+def test_holding_capture_records_a_burst_with_a_counter(
+    camera_browser: Any, lab_server: Any, screenshot_dir: Path
+) -> None:
+    """Capture held down for 1.5 s with the mouse: a frame at once, then one every 1/BURST_RATE s."""
+    from tlwidgets.widgets.webcam import BURST_RATE
+
+    folder = f"{PICTURES}-burst/me"
+    _put_notebook(lab_server, "webcam_burst.ipynb", BURST_CODE)
+    context = camera_browser.new_context(viewport={"width": 1280, "height": 1000}, permissions=["camera"])
+    page = context.new_page()
+    try:
+        panel = _open_and_run(page, lab_server, "webcam_burst.ipynb")
+        collector = panel.locator(".tlw-data-collector")
+        collector.wait_for(timeout=120_000)
+        cam = collector.locator(".tlw-webcam")
+        cam.locator(".tlw-webcam-start").click()
+        collector.locator(".tlw-webcam.tlw-webcam-on").wait_for(timeout=30_000)
+        page.wait_for_function("el => el.videoWidth > 0", arg=cam.locator("video").element_handle(), timeout=30_000)
+        button = cam.locator(".tlw-webcam-capture")
+        button.scroll_into_view_if_needed()
+        box = button.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        pressed = time.perf_counter()
+        time.sleep(1.5)
+        page.mouse.up()
+        held = time.perf_counter() - pressed
+
+        status = collector.locator(".tlw-collector-status")
+        page.wait_for_function(
+            "el => /Saved \\d+ frames in 'me'\\.$/.test(el.textContent.trim())", arg=status.element_handle(),
+            timeout=60_000,
+        )  # fmt: skip
+        files = _files(lab_server, folder)
+        most = 1 + int(held * BURST_RATE) + 1  # the first frame at once, then one per tick (one tick of slack)
+        assert 3 <= len(files) <= most, (len(files), held)
+        assert len(set(files)) == len(files) and all(f.startswith("webcam_") and f.endswith(".jpg") for f in files)
+        assert status.inner_text().strip() == f"Saved {len(files)} frames in 'me'."
+        assert collector.locator(".tlw-burst-counter").inner_text().strip() == f"{len(files)} frames"
+        assert f"{len(files)} pictures" in collector.locator(".tlw-class-section").first.inner_text()
+        time.sleep(1.0)
+        assert len(_files(lab_server, folder)) == len(files)  # released: no more frames
+        save_screenshot(page.screenshot(full_page=True), "webcam-burst.png", screenshot_dir)
+    except Exception:
+        save_screenshot(page.screenshot(full_page=True), "webcam-burst-failed.png", screenshot_dir)
+        raise
+    finally:
+        context.close()
+        _shut_down(lab_server, "webcam_burst.ipynb")
 
 
 def test_a_refused_camera_explains_itself(browser: Any, lab_server: Any) -> None:
