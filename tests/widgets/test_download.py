@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.helpers import ready_session
 from tlwidgets import Session
@@ -165,6 +168,14 @@ def test_file_names_are_safe(text: str, expected: str) -> None:
     assert safe_filename(text) == expected
     assert safe_filename(text, ".zip") == expected + ".zip"
 
+
+
+@given(st.text(max_size=400))
+def test_any_text_gives_a_plain_file_name(text: str) -> None:
+    name = safe_filename(text, ".zip")
+    stem = name[: -len(".zip")]
+    assert re.fullmatch(r"_?[A-Za-z0-9][A-Za-z0-9._-]*", stem), name
+    assert len(stem) <= dl.MAX_NAME + 1, "no path separators, no leading dot, bounded length"
 
 def test_the_path_box_names_the_downloads(image_folder: Path) -> None:
     s = Session(device="cpu")
