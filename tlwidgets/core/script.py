@@ -1,6 +1,6 @@
 """Write a standalone training script that reproduces a session, on one device or many.
 
-The script (built from :mod:`tlwidgets.core._script_template`) imports torch and
+The script (built from the template files named in :data:`TEMPLATE_PARTS`) imports torch and
 torchvision only (plus timm and the weights package for the packaged EfficientNet-Lite0),
 never tlwidgets. Its settings block holds the session's model, head, classes, transforms,
 augmentation, frozen layers, LR factors and training options as plain Python literals; the
@@ -29,7 +29,10 @@ from torch import nn
 from . import bundle, catalog
 from .errors import DataError, ModelError
 
-_TEMPLATE = "_script_template.py"
+#: The training script's template: files of this package, joined in this order (each part after
+#: the first opens with a ``# <template-part>`` header for readers, dropped from the script).
+TEMPLATE_PARTS = ("_script_template.py", "_script_template_model.py", "_script_template_data.py",
+                  "_script_template_run.py")
 _SECTION = re.compile(r"^[ \t]*# <(/?)([a-z-]+)>[ \t]*\n", re.M)
 
 
@@ -190,11 +193,17 @@ def _keep_sections(text: str, keep: set[str]) -> str:
     return "".join(out)
 
 
+def template_text() -> str:
+    """The whole template: its parts (:data:`TEMPLATE_PARTS`) joined in order."""
+    package = resources.files("tlwidgets.core")
+    return "".join(package.joinpath(part).read_text(encoding="utf-8") for part in TEMPLATE_PARTS)
+
+
 def render(session: Any, script_name: str, split_name: str) -> str:
     """The script's text for ``session``."""
     import tlwidgets
 
-    template = resources.files("tlwidgets.core").joinpath(_TEMPLATE).read_text(encoding="utf-8")
+    template = template_text()
     values = settings(session)
     values["SPLIT_FILE"] = split_name
     head, _, rest = template.partition("# <settings>\n")
