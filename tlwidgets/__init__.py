@@ -32,6 +32,7 @@ _LAZY = {
     "Webcam": "tlwidgets.widgets.webcam",
     "RunsView": "tlwidgets.widgets.runs_view",
     "CompareView": "tlwidgets.widgets.compare_view",
+    "Cleaner": "tlwidgets.widgets.cleaner",
     "compare_models": "tlwidgets.core.compare",
 }
 
@@ -53,6 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .widgets.webcam import Webcam
     from .widgets.runs_view import RunsView
     from .widgets.compare_view import CompareView
+    from .widgets.cleaner import Cleaner
     from .core.compare import compare_models
 
 

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from ..core.errors import BusyError, DataError
 from ..core.images import load_image
 from ..core.session import Session
+from .cleaner import Cleaner
 from .insight import cell_images, class_name, drilldown_html, gradcam_html
 
 _THUMB = 96  # pixels, longest side of a misclassified-image thumbnail
@@ -145,6 +146,7 @@ class Assessment(widgets.VBox):
         drilldown: HTML images of the confusion cell last clicked, see :meth:`drill_down` (``tlw-drilldown``).
         gradcam_view: Grad-CAM overlays of the uploaded images for their top class (``tlw-gradcam``).
         eval_folder: Text with a folder of held-out images; ``eval_button`` evaluates on it.
+        clean_button: opens the :class:`Cleaner` (``cleaner``) in ``clean_area`` (``tlw-open-cleaner``).
     """
 
     def __init__(
@@ -189,6 +191,13 @@ class Assessment(widgets.VBox):
         self.upload.observe(self._on_upload_value, names="value")
         self.predictions = widgets.HTML("")
         self.predictions.add_class("tlw-predictions")
+        self.cleaner: Cleaner | None = None  # made by the first press of clean_button
+        self.clean_button = widgets.Button(description="Clean the data", icon="filter",
+                                           tooltip="Pages of likely wrong labels and near-duplicates to keep, move "
+                                                   "or remove")
+        self.clean_button.add_class("tlw-open-cleaner")
+        self.clean_button.on_click(lambda _: self._run(self.open_cleaner))
+        self.clean_area = widgets.VBox()
         super().__init__(
             children=(
                 widgets.HBox([self.eval_folder, self.eval_button]),
@@ -201,6 +210,8 @@ class Assessment(widgets.VBox):
                 self.upload,
                 self.predictions,
                 self.gradcam_view,
+                self.clean_button,
+                self.clean_area,
             )
         )
         self.add_class("tlw-assessment")
@@ -246,6 +257,13 @@ class Assessment(widgets.VBox):
                 grandchild.close()
             child.close()
         super().close()
+
+    def open_cleaner(self) -> Cleaner:
+        """Show the :class:`Cleaner` of this session below the assessment (made once)."""
+        if self.cleaner is None:
+            self.cleaner = Cleaner(self.session)
+            self.clean_area.children = (self.cleaner,)
+        return self.cleaner
 
     # ------------------------------------------------------------------ actions
     def _run(self, action: Callable[..., Any], *args: Any, clear: bool = True) -> Any:
