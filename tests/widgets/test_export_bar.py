@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ def trained(image_folder: Path) -> Session:
 def test_one_path_names_bundle_onnx_and_script() -> None:
     assert targets("runs/flowers") == {
         "bundle": Path("runs/flowers"), "onnx": Path("runs/flowers.onnx"), "script": Path("runs/flowers_train.py"),
+        "webapp": Path("runs/flowers_web"),
     }
     assert targets("runs/flowers.zip")["bundle"] == Path("runs/flowers.zip")
     assert targets("runs/flowers.onnx")["script"] == Path("runs/flowers_train.py")
@@ -92,3 +94,21 @@ def test_errors_go_to_the_panel(trained: Session, tmp_path: Path) -> None:
     panel.export_path.value = str(tmp_path / "fine")
     panel.save_button.click()
     assert panel.last_error == ""
+
+
+def test_the_web_page_button_writes_a_page_that_names_the_classes(trained: Session, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    panel = TrainingPanel(trained)
+    bar = panel.export_bar
+    assert not bar.webapp_button.disabled and "tlw-webapp" in bar.webapp_button._dom_classes
+    panel.export_path.value = str(tmp_path / "site" / "flowers")
+    bar.webapp_button.click()
+    assert panel.last_error == ""
+    page = tmp_path / "site" / "flowers_web"
+    assert (page / "index.html").is_file() and (page / "model.onnx").is_file()
+    config = json.loads((page / "classifier.json").read_text())
+    assert config["classes"] == list(trained.classes)
+    assert "python -m http.server" in panel.export_result.value and str(page) in panel.export_result.value
+    trained.status = "training"
+    assert bar.webapp_button.disabled
+    trained.status = "idle"

@@ -1,8 +1,9 @@
 """Save, export and scale out: a path box and three buttons under the training panel.
 
 One path names everything: ``runs/flowers`` saves the bundle folder ``runs/flowers``
-(``runs/flowers.zip`` saves a zip), exports ``runs/flowers.onnx`` and writes the training
-script ``runs/flowers_train.py`` with its split ``runs/flowers_train.split.json``.
+(``runs/flowers.zip`` saves a zip), exports ``runs/flowers.onnx``, writes the training
+script ``runs/flowers_train.py`` with its split ``runs/flowers_train.split.json``, and the
+web page ``runs/flowers_web/`` (a static folder that classifies in the browser).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ _STATE = ["model", "model_version", "data", "data_version", "head", "classes", "
 
 
 def targets(text: str) -> dict[str, Path]:
-    """The bundle, ONNX and script paths one path box names."""
+    """The bundle, ONNX, script and web page paths one path box names."""
     path = Path(text.strip() or "my_model").expanduser()
     stem = path.with_suffix("") if path.suffix.lower() in _SUFFIXES else path
     return {
         "bundle": path if path.suffix.lower() == ".zip" else stem,
         "onnx": stem.with_name(stem.name + ".onnx"),
         "script": stem.with_name(stem.name + "_train.py"),
+        "webapp": stem.with_name(stem.name + "_web"),
     }
 
 
@@ -38,7 +40,7 @@ def _size_mb(path: Path) -> float:
 
 
 class ExportBar(widgets.VBox):
-    """Path box with Save / Export ONNX / Generate script buttons, Download buttons and a result line.
+    """Path box with Save / Export ONNX / Generate script / Web page buttons, Download buttons and a result line.
 
     Args:
         session: the shared session.
@@ -48,7 +50,8 @@ class ExportBar(widgets.VBox):
     Attributes:
         path: the Text naming the outputs (``tlw-export-path``).
         save_button (``tlw-save``), export_onnx_button (``tlw-export-onnx``),
-        script_button (``tlw-script``): the actions. result: what was written (``tlw-export-result``).
+        script_button (``tlw-script``), webapp_button (``tlw-webapp``): the actions.
+        result: what was written (``tlw-export-result``).
         downloads: the :class:`~tlwidgets.widgets.download.DownloadButtons` (``tlw-download-bundle``,
             ``tlw-download-onnx``, ``tlw-download-script``): the same files, sent to the browser.
     """
@@ -75,13 +78,19 @@ class ExportBar(widgets.VBox):
         self.script_button = widgets.Button(description="Generate script", icon="file-code-o",
                                             tooltip="<path>_train.py: the same training for python or torchrun")
         self.script_button.add_class("tlw-script")
+        self.webapp_button = widgets.Button(description="Web page", icon="globe",
+                                            tooltip="<path>_web/: a page that classifies pictures and the webcam "
+                                                    "in the browser; any static host serves it")
+        self.webapp_button.add_class("tlw-webapp")
         self.result = widgets.HTML("")
         self.result.add_class("tlw-export-result")
         self.save_button.on_click(lambda _: self._act(self.save))
         self.export_onnx_button.on_click(lambda _: self._act(self.export_onnx))
         self.script_button.on_click(lambda _: self._act(self.write_script))
+        self.webapp_button.on_click(lambda _: self._act(self.write_webapp))
         self.downloads = DownloadButtons(session, lambda: self.path.value, on_error, on_clear_error, self._show)
-        super().__init__([widgets.HBox([self.path, self.save_button, self.export_onnx_button, self.script_button]),
+        super().__init__([widgets.HBox([self.path, self.save_button, self.export_onnx_button, self.script_button,
+                                        self.webapp_button]),
                           self.downloads, self.result])
         self.add_class("tlw-export-bar")
         self.session.observe(self._on_session_state, names=_STATE)
@@ -98,6 +107,7 @@ class ExportBar(widgets.VBox):
         self.save_button.disabled = self.export_onnx_button.disabled = not idle
         ready = idle and s.data is not None and tuple(s.classes) == tuple(s.data.classes)
         self.script_button.disabled = not ready
+        self.webapp_button.disabled = not (idle and len(s.classes) > 0)
         self.downloads.enable(bundle=idle, onnx=idle, script=ready)
         self.script_button.tooltip = ("<path>_train.py: the same training for python or torchrun" if ready
                                       else "Needs a model, data, and a head for the data's classes")
@@ -135,6 +145,14 @@ class ExportBar(widgets.VBox):
         self._show(f"Wrote <code>{html.escape(str(files.script))}</code> and "
                    f"<code>{html.escape(files.split.name)}</code>. Run it from its folder:<ul>{runs}</ul>")
         return files
+
+    def write_webapp(self) -> Any:
+        """Write the web page folder ``<path>_web/``; show how to try it."""
+        result = self.session.export_webapp(targets(self.path.value)["webapp"])
+        self._show(f"Wrote the web page <code>{html.escape(str(result.folder))}</code>. Put the folder on any "
+                   f"static host (GitHub Pages), or try it here: <code>{html.escape(result.serve_command())}</code>, "
+                   "then open http://localhost:8000")
+        return result
 
     def close(self) -> None:
         """Stop observing the session and close the widgets (safe to call twice)."""
