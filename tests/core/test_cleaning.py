@@ -96,7 +96,7 @@ def test_neighbours_suggest_the_class_a_wrongly_labelled_image_shows(trained) ->
 
 def test_the_features_the_last_fit_cached_are_used_without_a_pass(trained, monkeypatch) -> None:
     _, s = trained
-    monkeypatch.setattr(cleaning, "_one_pass", lambda *a, **k: pytest.fail("ran a pass over the images"))
+    monkeypatch.setattr(cleaning, "one_pass", lambda *a, **k: pytest.fail("ran a pass over the images"))
     report = cleaning.review(s)
     assert "cached by the last fit" in report.features
 

@@ -55,13 +55,14 @@ __all__ = [
     "last_applied", "preview_plan", "review", "undo_last",
 ]
 
-#: Cosine similarity of pooled features from which two images count as near-duplicates. On
-#: EfficientNet-Lite0's pooled ImageNet features of the 300 flower photos (about 240x160 pixels;
-#: ``benchmarks/bench_duplicates.py``) a copy or a PNG of a photo scores 1.00 against it and a
-#: JPEG re-save at quality 95 at least 0.97, while the most similar two different photos score
-#: 0.91 (99 % of photos have no other above 0.88). Heavier changes score lower (JPEG quality 70:
-#: median 0.95; a mirror image 0.94; 5 % cropped 0.90), so 0.93 also finds many of those, at
-#: the risk of look-alike photos in larger sets; 0.97 lists no false pair there.
+#: Cosine similarity of pooled features from which two images count as near-duplicates.
+#: Measured by ``benchmarks/bench_duplicates.py`` on EfficientNet-Lite0's pooled ImageNet
+#: features of the 300 flower photos (about 240x160 pixels): a byte copy, a PNG and a JPEG
+#: re-save at quality 95 score at least 0.975 against the original, a 10 % brighter copy 0.96-1.00
+#: (median 0.99), while the most similar two different photos score 0.91 and 99 % of the photos
+#: have no other above 0.88. Heavier changes score lower (quality 70, shrunk to 80 %, 5 %
+#: cropped: medians 0.95; mirrored 0.97), so 0.93 finds most of those too, with less room
+#: above the look-alikes of a larger set; 0.97 lists copies and no look-alike there.
 DUPLICATE_THRESHOLD = 0.97
 #: Nearest neighbours asked about each image's label.
 NEIGHBOURS = 10
@@ -227,7 +228,7 @@ def review(
 
     got = _cached(session, batch_size)
     if got is None:
-        got = _one_pass(session, samples, batch_size, progress)
+        got = one_pass(session, samples, batch_size, progress)
     logits, pooled, words, frozen = got
     probs = torch.softmax(logits.float(), dim=1).numpy()
     scored_by = "model"
@@ -295,9 +296,15 @@ def _cached(session: Session, batch_size: int) -> tuple[torch.Tensor, torch.Tens
     return torch.cat(logits), torch.cat(pooled), words, True
 
 
-def _one_pass(session: Session, samples: list, batch_size: int,
-              progress: Progress | None) -> tuple[torch.Tensor, torch.Tensor, str, bool]:
-    """Logits and the head's pooled input, from one pass of the model over every image."""
+def one_pass(session: Session, samples: list, batch_size: int = 32,
+             progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor, str, bool]:
+    """One pass of the session's model (eval mode, its evaluation transform) over ``samples``.
+
+    Returns:
+        ``(logits, pooled, words, frozen)``: the model's outputs, the pooled input of its head
+        (N x 0 when the head is not called once per batch on one tensor), where they came
+        from in words, and whether every layer before the head is frozen.
+    """
     model = session.model
     head_path = session.head.path
     head = model.get_submodule(head_path)
