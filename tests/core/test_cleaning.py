@@ -178,7 +178,9 @@ def test_apply_moves_exactly_the_chosen_files_and_undo_restores_the_folder_byte_
     assert list(listed["action"]) == ["move", "move", "remove"]
     assert tree(root) == before  # listing changed nothing
 
+    s.last_eval = "an evaluation that names the old places"
     result = apply_plan(s, plan)
+    assert s.last_eval is None
     after = tree(root)
     assert sorted(result.moved) == sorted((a, b) for a, b in expected.items() if not b.startswith("_removed"))
     assert result.removed == [("class_0/wrong_2.png", "_removed/class_0/wrong_2.png")]

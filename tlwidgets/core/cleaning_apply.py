@@ -353,7 +353,7 @@ def _install(session: Session, bundle: data_mod.DataBundle, root: Path, moved: d
     result.message = _message(result) + extra
     notes = [note for note in bundle.report.notes if not note.startswith("Cleaner: ")]
     new.report = replace(bundle.report, counts=counts, notes=[*notes, f"Cleaner: {result.message}"])
-    session.install_state(data=new, message=result.message)
+    session.install_state(data=new, last_eval=None, message=result.message)  # the old evaluation named old places
 
 
 def _message(result: CleaningResult) -> str:

@@ -27,7 +27,7 @@ from .transforms import IMAGE_SIZE_RANGE, IMAGENET
 
 # What install_state() may set, in the order it sets them ("message" last).
 _INSTALLABLE = ("spec", "model", "pretrained", "head", "classes", "frozen", "lr_factors", "config", "augment",
-                "history", "data", "runs", "message")
+                "history", "data", "last_eval", "runs", "message")
 
 
 class SessionState(traitlets.HasTraits):
@@ -139,7 +139,7 @@ class SessionState(traitlets.HasTraits):
 
         Args:
             **parts: any of ``spec, model, pretrained, head, classes, frozen, lr_factors,
-                config, augment, history, data, runs, message``.
+                config, augment, history, data, last_eval, runs, message``.
         """
         unknown = sorted(set(parts) - set(_INSTALLABLE))
         if unknown:
