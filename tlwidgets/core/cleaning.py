@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .cleaning_apply import (
@@ -46,6 +45,8 @@ from .data import ImageDataset
 from .device import autocast_dtype
 from .errors import ConfigError, DataError, ModelError
 from .evaluation import eval_mode, logits_of
+from .similar import disagreements as find_disagreements
+from .similar import pairs_frame, pool, similar
 
 if TYPE_CHECKING:
     from .session import Session
@@ -70,13 +71,9 @@ NEIGHBOURS = 10
 FOLDS = 5
 #: Most near-duplicate pairs one report lists (the most similar first).
 MAX_PAIRS = 10_000
-_BLOCK = 1024  # rows of the similarity matrix computed at once
 Progress = Callable[[int, int, str], None]
 
 SCORE_COLUMNS = ("path", "split", "label", "predicted", "loss", "p_label", "confidence", "scored_by")
-PAIR_COLUMNS = ("path_a", "label_a", "split_a", "path_b", "label_b", "split_b", "similarity",
-                "same_label", "crosses_split")
-DISAGREE_COLUMNS = ("path", "split", "label", "suggested", "agreement", "loss")
 
 
 @dataclass
@@ -252,9 +249,9 @@ def review(
     if len(pairs) > MAX_PAIRS:
         notes.append(f"Only the {MAX_PAIRS:,} most similar of {len(pairs):,} near-duplicate pairs are listed.")
         pairs = pairs[:MAX_PAIRS]
-    duplicates = _pairs_frame(pairs, paths, labels, splits, classes)
+    duplicates = pairs_frame(pairs, paths, labels, splits, classes)
     loss = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))
-    disagreements = _disagreements(nearest, paths, labels, splits, classes, loss)
+    disagreements = find_disagreements(nearest, paths, labels, splits, classes, loss)
     if progress is not None:
         progress(1, 1, "done")
     return CleaningReport(classes, scores, duplicates, disagreements, scored_by, words, duplicate_threshold,
@@ -262,16 +259,6 @@ def review(
 
 
 # ---------------------------------------------------------------------------- features
-def pool(features: torch.Tensor) -> torch.Tensor:
-    """One vector per image: the mean over spatial positions (N x C x H x W) or tokens (N x T x C)."""
-    x = features.float()
-    if x.dim() == 4:
-        return x.mean(dim=(2, 3))
-    if x.dim() == 3:
-        return x.mean(dim=1)
-    return x.reshape(len(x), -1)
-
-
 def _cached(session: Session, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, str, bool] | None:
     """Logits and pooled features from the features the last fit cached; ``None`` when there are none.
 
@@ -393,59 +380,3 @@ def _scores(samples: list, n_train: int, labels: np.ndarray, probs: np.ndarray, 
         "scored_by": [scored_by] * n_train + ["model"] * (len(samples) - n_train),
     }, columns=list(SCORE_COLUMNS))
     return frame.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------- similar images
-def similar(pooled: torch.Tensor, threshold: float, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Near-duplicate pairs and nearest neighbours by cosine similarity of ``pooled`` (N x D).
-
-    Returns:
-        ``(pairs, nearest)``: pairs as rows ``(i, j, similarity)`` with ``i < j`` and
-        similarity >= ``threshold``, most similar first; ``nearest[i]`` the indices of the
-        ``min(k, N - 1)`` most similar other images (N x 0 without features).
-    """
-    n = len(pooled)
-    k = max(0, min(int(k), n - 1))
-    if pooled.numel() == 0 or pooled.shape[1] == 0 or n < 2:
-        return np.zeros((0, 3)), np.zeros((n, 0), dtype=np.int64)
-    z = F.normalize(pooled.float(), dim=1)
-    found, nearest = [], []
-    for start in range(0, n, _BLOCK):
-        sims = z[start:start + _BLOCK] @ z.T
-        rows = torch.arange(start, start + len(sims))
-        sims[torch.arange(len(sims)), rows] = -2.0  # never one's own neighbour
-        nearest.append(sims.topk(k, dim=1).indices if k else torch.zeros(len(sims), 0, dtype=torch.long))
-        r, c = torch.nonzero((sims >= threshold) & (torch.arange(n)[None, :] > rows[:, None]), as_tuple=True)
-        if len(r):
-            found.append(torch.stack([(r + start).double(), c.double(), sims[r, c].double()], dim=1))
-    pairs = torch.cat(found).numpy() if found else np.zeros((0, 3))
-    order = np.lexsort((pairs[:, 1], pairs[:, 0], -pairs[:, 2])) if len(pairs) else np.zeros(0, dtype=np.int64)
-    return pairs[order], torch.cat(nearest).numpy()
-
-
-def _pairs_frame(pairs: np.ndarray, paths: np.ndarray, labels: np.ndarray, splits: np.ndarray,
-                 classes: list[str]) -> pd.DataFrame:
-    a, b = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
-    names = np.asarray(classes, dtype=object)
-    return pd.DataFrame({
-        "path_a": paths[a], "label_a": names[labels[a]], "split_a": splits[a],
-        "path_b": paths[b], "label_b": names[labels[b]], "split_b": splits[b],
-        "similarity": np.minimum(pairs[:, 2], 1.0), "same_label": labels[a] == labels[b],
-        "crosses_split": splits[a] != splits[b],
-    }, columns=list(PAIR_COLUMNS))
-
-
-def _disagreements(nearest: np.ndarray, paths: np.ndarray, labels: np.ndarray, splits: np.ndarray,
-                   classes: list[str], loss: np.ndarray) -> pd.DataFrame:
-    """Images whose neighbours' most common label is another one, carried by more than half of them."""
-    rows = []
-    k = nearest.shape[1]
-    if k:
-        theirs = labels[nearest]  # N x k
-        counts = np.stack([(theirs == c).sum(axis=1) for c in range(len(classes))], axis=1)
-        top = counts.argmax(axis=1)
-        share = counts[np.arange(len(labels)), top] / k
-        for i in np.nonzero((top != labels) & (share > 0.5))[0]:
-            rows.append((paths[i], splits[i], classes[labels[i]], classes[top[i]], float(share[i]), float(loss[i])))
-    frame = pd.DataFrame(rows, columns=list(DISAGREE_COLUMNS))
-    return frame.sort_values(["agreement", "loss"], ascending=False, kind="stable").reset_index(drop=True)

@@ -89,6 +89,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _readable_hash(path: Path, root: Path, then: str) -> str:
+    try:
+        return sha256_of(path)
+    except OSError as exc:
+        raise DataError(f"Cannot read {rel_path(path, root)} ({exc.strerror or exc}). {then}") from exc
+
+
 def _move(source: Path, target: Path) -> None:
     """Move a file without ever replacing one at ``target`` (a hard link, then an unlink)."""
     try:
@@ -181,7 +188,7 @@ def apply_plan(session: Session, plan: ChangePlan) -> CleaningResult:
         if not steps:
             raise DataError("The plan changes nothing: choose 'move to' or 'remove' for some images first.")
         _, real = data_root(bundle)
-        hashes = [sha256_of(s.source) for s in steps]
+        hashes = [_readable_hash(s.source, root, "Nothing was moved.") for s in steps]
         try:
             made = _make_folders(folders)
         except OSError as exc:
@@ -282,11 +289,15 @@ def _journal_path(root: Path, real: Path, rel: Any) -> Path:
 
 
 def _journal_step(root: Path, real: Path, step: Any) -> tuple[str, Path, Path, str, int, int, str]:
+    damaged = DataError(f"The journal of {root} is damaged: nothing was moved back.")
     if not isinstance(step, dict) or step.get("action") not in ("move", "remove"):
-        raise DataError(f"The journal of {root} is damaged: nothing was moved back.")
+        raise damaged
+    try:
+        label, new_label = int(step.get("label", 0)), int(step.get("new_label", 0))
+    except (TypeError, ValueError):
+        raise damaged from None
     return (step["action"], _journal_path(root, real, step.get("from")), _journal_path(root, real, step.get("to")),
-            "val" if step.get("split") == "val" else "train", int(step.get("label", 0)),
-            int(step.get("new_label", 0)), str(step.get("sha256", "")))
+            "val" if step.get("split") == "val" else "train", label, new_label, str(step.get("sha256", "")))
 
 
 def _check_undo(root: Path, source: Path, target: Path, digest: str) -> None:
@@ -304,7 +315,7 @@ def _check_undo(root: Path, source: Path, target: Path, digest: str) -> None:
     if mode is None or not stat.S_ISREG(mode):
         raise DataError(f"Cannot undo: {now} is no longer there (moved, deleted or replaced since the changes "
                         "were applied). Nothing was moved back.")
-    if sha256_of(target) != digest:
+    if _readable_hash(target, root, "Nothing was moved back.") != digest:
         raise DataError(f"Cannot undo: {now} changed since the changes were applied, so moving it back would not "
                         f"restore {then} as it was. Nothing was moved back.")
 
