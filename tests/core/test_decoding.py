@@ -23,7 +23,7 @@ from torchvision import transforms as T
 
 from tests.helpers import colour_task
 from tlwidgets.core import data as D
-from tlwidgets.core import feature_store, features, feeds, images
+from tlwidgets.core import datasets, feature_store, features, feeds, images
 from tlwidgets.core._cache import cache_dir
 from tlwidgets.core.errors import DataError, TrainingError
 from tlwidgets.core.training import TrainConfig, Trainer
@@ -209,7 +209,7 @@ def photo_folder(tmp_path: Path) -> Path:
 
 def test_decoded_cache_never_exceeds_its_bound(photo_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     per_image = 85 * 64 * 3  # kept at the resize's 85x64, 3 bytes a pixel, not 400x300
-    monkeypatch.setattr(D, "DECODED_CACHE_MAX_BYTES", 3 * per_image + 10)
+    monkeypatch.setattr(datasets, "DECODED_CACHE_MAX_BYTES", 3 * per_image + 10)
     bundle = _bundle(photo_folder)
     train, val = bundle.datasets(cache=True)
     plain_train, plain_val = bundle.datasets(cache=False)
@@ -236,15 +236,15 @@ def test_decoded_cache_packs_many_images_into_few_blocks(photo_folder: Path) -> 
             ds[i]
     assert len(train._cache) == len(train) and len(val._cache) == len(val)
     assert len(train._cache.blocks) == len(val._cache.blocks) == 1  # one block each, not one array an image
-    assert train._budget.nbytes == 2 * D._BLOCK_BYTES
+    assert train._budget.nbytes == 2 * datasets._BLOCK_BYTES
     train.clear_cache()
-    assert len(train._cache) == 0 and train._budget.nbytes == D._BLOCK_BYTES
+    assert len(train._cache) == 0 and train._budget.nbytes == datasets._BLOCK_BYTES
 
 
 def test_decoded_cache_bound_is_a_quarter_of_free_memory_at_most_2_gib(monkeypatch: pytest.MonkeyPatch) -> None:
     assert D.DECODED_CACHE_MAX_BYTES == 2 << 30
     assert 0 < D.decoded_cache_bound() <= 2 << 30
-    monkeypatch.setattr(D, "memory_budget", lambda device: 123_456)
+    monkeypatch.setattr(datasets, "memory_budget", lambda device: 123_456)
     assert D.decoded_cache_bound() == 123_456
     assert D.DecodedBudget().max_bytes == 123_456
 

@@ -33,6 +33,7 @@ from tlwidgets import Session
 from tlwidgets.core import data as D
 from tlwidgets.core import archives as A
 from tlwidgets.core import data_sources as S
+from tlwidgets.core import folder_scan
 from tlwidgets.core import images as I
 from tlwidgets.core.errors import DataError
 from tlwidgets.core.evaluation import predict
@@ -161,7 +162,7 @@ def test_image_replaced_by_a_pipe_during_the_scan_is_skipped_with_a_reason(
 ) -> None:
     root = _folder(tmp_path / "imgs")
     swapped = root / "b" / "1.png"
-    listed = I._skip_reason_by_name
+    listed = folder_scan._skip_reason_by_name
     calls: list[str] = []
 
     def swap_after_listing(name: str) -> str | None:
@@ -171,7 +172,7 @@ def test_image_replaced_by_a_pipe_during_the_scan_is_skipped_with_a_reason(
             _swap_for_fifo(swapped)
         return listed(name)
 
-    monkeypatch.setattr(I, "_skip_reason_by_name", swap_after_listing)
+    monkeypatch.setattr(folder_scan, "_skip_reason_by_name", swap_after_listing)
     classes, samples, skipped = _within(30, lambda: D.scan_folder(root), (swapped,))
     assert classes == ["a", "b"] and len(samples) == 5
     assert dict(skipped)[str(swapped)] == "not a regular file (a named pipe)"

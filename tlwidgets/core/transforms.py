@@ -93,6 +93,33 @@ def normalisation_of(transform: Any) -> Normalisation | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation; the default changes nothing.
+
+    Attributes:
+        flip: random horizontal flip.
+        rotation: random rotation up to this many degrees either way (0..180).
+        random_resized_crop: random crop of 60-100 % of the area, resized to the input size.
+        color_jitter: strength 0..1 of random brightness, contrast, saturation and hue changes.
+    """
+
+    flip: bool = False
+    rotation: float = 0.0
+    random_resized_crop: bool = False
+    color_jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.rotation) <= 180.0:
+            raise DataError(f"Augment rotation={self.rotation!r} must be between 0 and 180 degrees.")
+        if not 0.0 <= float(self.color_jitter) <= 1.0:
+            raise DataError(f"Augment color_jitter={self.color_jitter!r} must be between 0 and 1.")
+
+    def is_identity(self) -> bool:
+        """True when no augmentation is enabled."""
+        return not (self.flip or self.rotation or self.random_resized_crop or self.color_jitter)
+
+
 class Resize(T.Resize):
     """torchvision's Resize (short side to ``size``) with the long side capped.
 
@@ -162,7 +189,7 @@ def make_transforms(
     Args:
         spec_like: anything with ``resize_size``, ``input_size``, ``mean``, ``std`` and
             ``interpolation`` ("bilinear" | "bicubic" | "nearest"), e.g. a ModelSpec.
-        augment: a :class:`tlwidgets.core.data.Augment`; ``None`` means none.
+        augment: an :class:`Augment`; ``None`` means none.
         image_size: crop size overriding the spec's; the resize becomes round(size * 256 / 224).
 
     Returns:
