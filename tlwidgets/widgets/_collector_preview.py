@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from PIL import Image
 
+from ..core.status import Status
 from ._live_preview import top_k_html
 from .webcam import Frame
 
@@ -54,7 +55,7 @@ class LivePreviewMixin:
                 "#a60",
             )
             return None
-        if self.session.status != "idle":
+        if self.session.status != Status.IDLE:
             self.predictions.value = _hint("Paused while training runs.", "#a60")
             return None
         frame = self.session.predict(image, k=k)

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from ..core.errors import BusyError, DataError
 from ..core.images import load_image
 from ..core.session import Session
+from ..core.status import Status
 from .cleaner import Cleaner
 from .insight import cell_images, class_name, drilldown_html, gradcam_html
 
@@ -279,7 +280,7 @@ class Assessment(widgets.VBox):
         return out
 
     def _require_idle(self, what: str) -> None:
-        if self.session.status != "idle":
+        if self.session.status != Status.IDLE:
             raise BusyError(f"Cannot {what} while training runs: wait for it, or press Stop.")
 
     def evaluate(self, folder: str | None = None) -> Any:

@@ -22,6 +22,7 @@ from ..core import cleaning
 from ..core.cleaning import ChangePlan, CleaningReport
 from ..core.errors import DataError
 from ..core.session import Session
+from ..core.status import Status
 from ._images import img_tag, thumbnail_png
 from ._panel import Panel, guarded
 
@@ -367,7 +368,7 @@ class Cleaner(Panel):
         self._sync_buttons()
 
     def _sync_buttons(self) -> None:
-        busy = self.session.status != "idle"
+        busy = self.session.status != Status.IDLE
         self.find_button.disabled = busy
         self.apply_button.disabled = busy or self._reviewed is None or len(self.plan) == 0
         self.undo_button.disabled = busy or cleaning.last_applied(self.session) is None

@@ -23,6 +23,7 @@ from ..core.compare import COMPARE_COLUMNS, classic_small_models, compare_models
 from ..core.device import describe
 from ..core.errors import BusyError, DataError
 from ..core.session import Session
+from ..core.status import Status
 from ._panel import Panel, guarded
 
 _NOTE = (
@@ -226,7 +227,7 @@ class CompareView(Panel):
         """Run :meth:`run` in a background thread and return the thread at once."""
         if self.thread is not None and self.thread.is_alive():
             return self.thread
-        if self.keep_best.value and self.session.status != "idle":
+        if self.keep_best.value and self.session.status != Status.IDLE:
             raise BusyError("Keep the best replaces the session's model, which is training now: stop it first.")
         todo = list(self.models.value if names is None else names)
         self.clear_error()

@@ -32,6 +32,7 @@ from PIL import Image
 
 from ..core.errors import DataError
 from ..core.session import Session
+from ..core.status import Status
 from ._balance_view import BalanceView
 from ._burst import BurstRecorder, capture_file_name
 from ._collector_gallery import ClassGallery
@@ -370,7 +371,7 @@ class DataCollector(LivePreviewMixin, Panel):
     def _update_controls(self) -> None:
         has_folder = self.store is not None
         has_class = bool(self.class_choice.value)
-        idle = self.session.status == "idle"
+        idle = self.session.status == Status.IDLE
         for w in (self.add_class_button, self.class_name):
             w.disabled = not has_folder
         for w in (self.rename_button, self.rename_text, self.remove_button, self.confirm_remove, self.upload):

@@ -21,6 +21,7 @@ from PIL import Image
 from ..core import data as data_mod
 from ..core.errors import DataError
 from ..core.session import Session
+from ..core.status import Status
 from . import _images
 from ._data_report import DataReport
 from ._data_report import path_label as _path_label
@@ -370,7 +371,7 @@ class DatasetBrowser(Panel):
         self._update_controls()
 
     def _update_controls(self) -> None:
-        training = self.session.status != "idle"
+        training = self.session.status != Status.IDLE
         has_data = self.session.data is not None
         for w in (self.load_button, self.demo_button, self.val_fraction, self.seed,
                   self.flip, self.rotation, self.random_resized_crop, self.color_jitter):  # fmt: skip

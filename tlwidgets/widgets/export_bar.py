@@ -16,6 +16,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..core.session import Session
+from ..core.status import Status
 from .download import DownloadButtons
 
 _SUFFIXES = (".zip", ".onnx", ".py")
@@ -103,7 +104,7 @@ class ExportBar(widgets.VBox):
 
     def _sync(self) -> None:
         s = self.session
-        idle = s.status == "idle" and s.model is not None
+        idle = s.status == Status.IDLE and s.model is not None
         self.save_button.disabled = self.export_onnx_button.disabled = not idle
         ready = idle and s.data is not None and tuple(s.classes) == tuple(s.data.classes)
         self.script_button.disabled = not ready

@@ -9,6 +9,7 @@ import ipywidgets as widgets
 
 from ..core.heads import describe_head
 from ..core.session import Session
+from ..core.status import Status
 from ._panel import Panel
 
 _MAX_CLASSES_SHOWN = 8
@@ -123,7 +124,7 @@ class HeadEditor(Panel):
         if s.model is None or s.head is None:
             self.current.value = ""
             self.hint.value = "<i>Load a model first (Model tab, or <code>session.load_model(name)</code>).</i>"
-        elif s.status != "idle":
+        elif s.status != Status.IDLE:
             self.hint.value = "<i>Training runs: the head can be replaced when it ends.</i>"
         else:
             self.hint.value = ""
@@ -134,7 +135,7 @@ class HeadEditor(Panel):
                 f"<div><b>Current head</b> <code>{html.escape(head.path)}</code>: {html.escape(text)}"
                 f"<br><span style='color:#555'>predicts: {html.escape(_class_list(s.classes))}</span></div>"
             )
-        enabled = s.model is not None and s.head is not None and s.status == "idle"
+        enabled = s.model is not None and s.head is not None and s.status == Status.IDLE
         for w in (self.num_classes, self.dropout, self.hidden, self.freeze_backbone, self.replace_button):
             w.disabled = not enabled
         why = "Load a model first" if s.model is None else "Wait for training to end"

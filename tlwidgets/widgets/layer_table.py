@@ -27,6 +27,7 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 
 from ..core.errors import ModelError
 from ..core.session import Session
+from ..core.status import Status
 from ._layer_rows import RowFormat, percent
 from ._layer_rows import structure as layer_structure
 from ._panel import Panel
@@ -262,7 +263,7 @@ class LayerTable(Panel):
         if group.built:
             return
         frozen, factors = set(self.session.frozen), self.session.lr_factors
-        busy = self.session.status != "idle"
+        busy = self.session.status != Status.IDLE
         checkboxes = []
         for name in group.names:
             cb = widgets.Checkbox(
@@ -334,7 +335,7 @@ class LayerTable(Panel):
         self.summary.value = f"<b>trainable parameters: {trainable:,} of {total:,} ({percent(trainable, total)})</b>"
         self._draw_bn_policy(frozen)
         self.hint.value = ""
-        self._set_enabled(self.session.status == "idle")
+        self._set_enabled(self.session.status == Status.IDLE)
 
     def _draw_bn_policy(self, frozen: set[str]) -> None:
         if not self._has_bn:
@@ -350,8 +351,8 @@ class LayerTable(Panel):
         )
 
     def _on_status_change(self, change: dict) -> None:
-        self._set_enabled(self.session.model is not None and self.session.status == "idle")
-        if self.session.status != "idle":
+        self._set_enabled(self.session.model is not None and self.session.status == Status.IDLE)
+        if self.session.status != Status.IDLE:
             self.hint.value = "<i>Training runs: freezing is locked until it ends.</i>"
         elif self.session.model is not None:
             self.hint.value = ""

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from ..core import catalog, speed
 from ..core.device import best_device, describe
 from ..core.session import Session
+from ..core.status import Status
 from ._model_text import hover_text, marker_size, table_html
 from ._panel import Panel, guarded
 from .compare_view import CompareView
@@ -389,7 +390,7 @@ class ModelPicker(Panel):
             self.model_dropdown.value = spec.name
 
     def _on_status_change(self, _change: dict) -> None:
-        busy = self.session.status != "idle"
+        busy = self.session.status != Status.IDLE
         hint = "Training is running: stop it to change the model." if busy else ""
         self.load_button.disabled = busy or not self.model_dropdown.value
         self.load_button.tooltip = hint or "Load the chosen model into the session"

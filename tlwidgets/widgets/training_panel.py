@@ -20,6 +20,7 @@ import ipywidgets as widgets
 from ..core import presets
 from ..core.errors import BusyError, ConfigError, TrainingError
 from ..core.session import Session
+from ..core.status import Status
 from ..core.training import OPTIMIZERS, SCHEDULES, Callback
 from ._panel import Panel, guarded
 from .assessment import Assessment
@@ -297,16 +298,16 @@ class TrainingPanel(Panel):
     @property
     def running(self) -> bool:
         """True from a Train click until its thread has finished (evaluation included)."""
-        return self._running or self.session.status != "idle"
+        return self._running or self.session.status != Status.IDLE
 
     def _sync_buttons(self) -> None:
         running = self.running
         reason = None if running else self.not_ready_reason()
         self.train_button.disabled = running or reason is not None
         self.train_button.tooltip = "Training runs" if running else (reason or "Train in the background")
-        self.stop_button.disabled = not running or self.session.status == "stopping" or self._stop_requested.is_set()
+        self.stop_button.disabled = not running or self.session.status == Status.STOPPING or self._stop_requested.is_set()
         if running:
-            self.hint.value = "<span style='color:#555'>Stopping…</span>" if self.session.status == "stopping" else ""
+            self.hint.value = "<span style='color:#555'>Stopping…</span>" if self.session.status == Status.STOPPING else ""
         else:
             self.hint.value = f"<span style='color:#a60'>{html.escape(reason)}</span>" if reason else ""
         for widget in self.options.values():
@@ -360,7 +361,7 @@ class TrainingPanel(Panel):
     def _on_session_freezing(self, change: dict) -> None:
         """Freezing set by hand (Layers tab, code) makes Train use it: the recipe becomes Custom."""
         s = self.session
-        if self.running or s.status != "idle" or s.model is None or s.head is None:
+        if self.running or s.status != Status.IDLE or s.model is None or s.head is None:
             return
         head = s.head.path
         beyond_head = any(p.requires_grad and not (n == head or n.startswith(head + "."))
@@ -423,7 +424,7 @@ class TrainingPanel(Panel):
         with self._start_lock:
             if self.thread is not None and self.thread.is_alive():
                 return self.thread
-            if self.session.status != "idle":
+            if self.session.status != Status.IDLE:
                 raise BusyError("Training is already running: wait for it, or press Stop.")
             reason = self.not_ready_reason()
             if reason is not None:
