@@ -9,7 +9,8 @@ import pytest
 
 from tests.helpers import ready_session
 from tlwidgets import Session
-from tlwidgets.widgets.training_panel import TrainingPanel, _about
+from tlwidgets.widgets._preset_picker import about as _about
+from tlwidgets.widgets.training_panel import TrainingPanel
 
 WAIT_S = 180  # generous: CI machines may be busy
 

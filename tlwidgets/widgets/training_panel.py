@@ -5,142 +5,32 @@ Training runs in one background thread, so the cell returns at once and a Stop c
 reaches the kernel while the model trains. That thread only *sets values* of widgets
 built here in ``__init__`` (and the FigureWidget, which it alone mutates while a run
 lasts); errors raised in it go to the panel's error area.
+
+The panel owns its parts: the recipe picker (``_preset_picker.py``), the options form
+(``_training_options.py``), the progress line with the run's account (``_run_progress.py``),
+the live curves (``live_curves.py``), the assessment (``assessment.py``) and the export bar
+(``export_bar.py``); this module holds Train and Stop, the run's thread, and the layout.
 """
 
 from __future__ import annotations
 
 import html
-import math
 import threading
-import time
 from typing import Any
 
 import ipywidgets as widgets
 
 from ..core import presets
-from ..core.errors import BusyError, ConfigError, TrainingError
+from ..core.errors import BusyError, TrainingError
 from ..core.session import Session
 from ..core.status import Status
-from ..core.training import OPTIMIZERS, SCHEDULES, Callback
 from ._panel import Panel, guarded
+from ._preset_picker import PresetPicker
+from ._run_progress import RunProgress
+from ._training_options import TrainingOptions
 from .assessment import Assessment
 from .export_bar import ExportBar
 from .live_curves import LiveCurves
-
-_DESC = {"description_width": "110px"}
-_IDLE_TEXT = "<span style='color:#777'>Not trained yet.</span>"
-
-
-def _about(seconds: float) -> str:
-    """A rounded duration in words: ``"about 40 s"``, ``"about 3 min"``, ``"about 1 h 20 min"``."""
-    if seconds < 10:
-        return f"about {max(round(seconds), 1)} s"
-    if seconds < 60:
-        return f"about {5 * round(seconds / 5)} s"
-    minutes = round(seconds / 60)
-    return f"about {minutes} min" if minutes < 60 else f"about {minutes // 60} h {minutes % 60} min"
-
-
-def _clock(seconds: float) -> str:
-    """``m:ss`` (or ``h:mm:ss``) for a duration."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    s = round(seconds)
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-class _Progress(Callback):
-    """Writes epoch/batch, images per second, elapsed time and ETA into the panel, throttled."""
-
-    def __init__(self, panel: TrainingPanel, min_interval: float) -> None:
-        self.panel = panel
-        self.min_interval = min_interval
-        self._start = time.perf_counter()
-        self._last = -math.inf
-        self.epochs = self.per_epoch = 1
-        self.auto = False
-        self.epoch = self.batch = self.done = 0
-        self.images_per_s = math.nan
-        self.mode = ""
-        self.started = False
-
-    def on_fit_start(self, trainer: Any) -> None:
-        self.started = True
-        self.panel._failed = False  # a run retried with a smaller batch after running out of memory
-        if self.panel._stop_requested.is_set():  # Stop pressed before the trainer existed
-            trainer.request_stop()
-        self._start = time.perf_counter()
-        self._last = -math.inf
-        self.epochs = int(getattr(trainer, "max_epochs", 0) or trainer.config.epochs)
-        self.auto = trainer.config.epochs == "auto"
-        self.per_epoch = max(int(getattr(trainer, "steps_per_epoch", 0) or 0), 1)
-        self.epoch = 1
-        self.batch = self.done = 0
-        self.images_per_s = math.nan
-        self.mode = str(getattr(trainer, "mode", "") or "")  # cached features or full passes
-        self.panel.progress_bar.max = self.epochs * self.per_epoch
-        self.panel.progress_bar.value = 0
-        self.panel.progress_bar.bar_style = "info"
-        self._draw()
-
-    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
-        self.epoch = epoch
-        self.batch = 0
-
-    def on_batch_end(self, trainer: Any, batch: int, logs: dict) -> None:
-        self.batch = batch
-        self.done += 1
-        self.images_per_s = float(logs.get("images_per_s", math.nan))
-        if time.perf_counter() - self._last >= self.min_interval:
-            self._draw()
-
-    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict) -> None:
-        self._draw()
-
-    def on_fit_end(self, trainer: Any, history: Any) -> None:
-        panel = self.panel
-        elapsed = _clock(time.perf_counter() - self._start)
-        n = len(history.epochs)
-        panel._preset_epochs += n
-        phase = panel._phase
-        if phase is not None and phase[0] < phase[1] and not (panel._failed or history.stopped):
-            panel.progress.value = html.escape(f"{panel._phase_label()}: done after {n} epochs ({elapsed}).")
-            return  # the next phase follows
-        if panel._failed:
-            text, style = f"Failed after {n} epochs and {self.done} batches ({elapsed}).", "danger"
-        elif history.stopped:
-            text, style = f"Stopped after {n} complete epochs, {self.done} batches ({elapsed}).", "warning"
-        else:
-            total = _clock(time.perf_counter() - panel._preset_start)
-            text = f"Done: {panel._preset_epochs} epochs in {total}" + (f"; {self.mode}." if self.mode else ".")
-            style = "success"
-        notes = " ".join(getattr(trainer, "notes", ()))  # e.g. retried with a smaller batch
-        if notes:
-            text = f"{notes} {text}"
-        text = f"{text} {panel._preset_summary()}".strip()
-        self.panel.progress_bar.value = self.done
-        self.panel.progress_bar.bar_style = style
-        self.panel.progress.value = html.escape(text)
-
-    def on_exception(self, trainer: Any, exc: BaseException) -> None:
-        self.panel._failed = True
-
-    def _draw(self) -> None:
-        self._last = now = time.perf_counter()
-        elapsed = now - self._start
-        total = self.epochs * self.per_epoch
-        eta = elapsed / self.done * (total - self.done) if self.done else math.nan
-        ips = f"{self.images_per_s:,.0f} images/s" if math.isfinite(self.images_per_s) else "– images/s"
-        label = self.panel._phase_label()
-        self.panel.progress.value = (
-            (f"{html.escape(label)} · " if label else "")
-            + f"Epoch {self.epoch}/{f'at most {self.epochs}' if self.auto else self.epochs} · batch {self.batch}/{self.per_epoch} · {ips} · "
-            f"elapsed {_clock(elapsed)} · ETA {_clock(eta)}"
-            + (f" · {html.escape(self.mode)}" if self.mode else "")
-        )
-        self.panel.progress_bar.value = min(self.done, self.panel.progress_bar.max)
 
 
 class TrainingPanel(Panel):
@@ -187,49 +77,14 @@ class TrainingPanel(Panel):
         self._start_lock = threading.Lock()
         self._stop_requested = threading.Event()
         self._running = False
-        self._failed = False
-        self._syncing = False
-        self._phase: tuple[int, int, presets.Phase] | None = None  # index, count, phase of the run
-        self._changes: list[str] = []
-        self._preset_name = "Quick"
-        self._preset_epochs = 0
-        self._preset_start = time.perf_counter()
 
-        self.preset = widgets.ToggleButtons(
-            options=list(presets.PRESETS), value="Quick", description="Recipe", style=_DESC,
-            tooltips=list(presets.PRESETS.values()))
-        self.preset.add_class("tlw-preset")
-        self.preset.observe(self._on_preset_change, names="value")
-        self.preset_info = widgets.HTML("")
-        self.preset_info.add_class("tlw-preset-info")
-
-        self.auto_epochs = widgets.Checkbox(
-            value=True, description="Auto epochs: until the validation loss stops improving, keep the best",
-            indent=False, layout=widgets.Layout(width="auto"))
-        self.auto_epochs.add_class("tlw-opt-auto-epochs")
-        self.auto_epochs.observe(self._on_auto_epochs, names="value")
-        # Plain boxes, not bounded ones: a value out of range gets a message in plain words from
-        # the session's own check, instead of being silently clamped.
-        self._epochs_number = 20
-        self.epochs = widgets.IntText(value=20, description="Epochs", style=_DESC)
-        self.batch_size = widgets.BoundedIntText(description="Batch size", min=1, max=4096, style=_DESC)
-        self.optimizer = widgets.Dropdown(description="Optimizer", options=list(OPTIMIZERS), style=_DESC)
-        self.lr = widgets.Text(description="Learning rate", placeholder="e.g. 3e-3", continuous_update=False,
-                               style=_DESC)
-        self.schedule = widgets.Dropdown(description="LR schedule", options=list(SCHEDULES), style=_DESC)
-        self.weight_decay = widgets.BoundedFloatText(
-            description="Weight decay", min=0.0, max=1.0, step=1e-4, style=_DESC
-        )
-        self.label_smoothing = widgets.BoundedFloatText(
-            description="Label smoothing", min=0.0, max=0.99, step=0.05, style=_DESC
-        )
-        self.options = {
-            "epochs": self.epochs, "batch_size": self.batch_size, "optimizer": self.optimizer, "lr": self.lr,
-            "schedule": self.schedule, "weight_decay": self.weight_decay, "label_smoothing": self.label_smoothing,
-        }
-        for name, widget in self.options.items():
-            widget.add_class(f"tlw-opt-{name.replace('_', '-')}")
-            widget.observe(self._on_option_change, names="value")
+        self._picker = PresetPicker(self.session, running=lambda: self.running)
+        self.preset, self.preset_info = self._picker.preset, self._picker.preset_info
+        self._form = TrainingOptions(self.session, on_error=self.show_error, on_clear_error=self.clear_error)
+        self.auto_epochs, self.options = self._form.auto_epochs, self._form.options
+        self.epochs, self.batch_size = self._form.epochs, self._form.batch_size
+        self.optimizer, self.lr, self.schedule = self._form.optimizer, self._form.lr, self._form.schedule
+        self.weight_decay, self.label_smoothing = self._form.weight_decay, self._form.label_smoothing
 
         self.train_button = widgets.Button(description="Train", icon="play", button_style="primary")
         self.train_button.add_class("tlw-train")
@@ -240,15 +95,12 @@ class TrainingPanel(Panel):
         self.stop_button.on_click(self._on_stop_click)
         self.hint = widgets.HTML("")
         self.hint.add_class("tlw-train-hint")
-        self.progress = widgets.HTML(_IDLE_TEXT)
-        self.progress.add_class("tlw-progress")
-        self.progress_bar = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="320px"))
-        self.progress_bar.add_class("tlw-progress-bar")
+        self._progress = RunProgress(self._stop_requested, min_interval)
+        self.progress, self.progress_bar = self._progress.line, self._progress.bar
 
         self.live = LiveCurves(min_interval=min_interval)
         self.curves_fig = self.live.fig
         self.curves_fig.add_class("tlw-curves")
-        self._progress = _Progress(self, min_interval)
         self.assessment = Assessment(self.session, on_error=self.show_error, on_clear_error=self.clear_error)
         self.accuracy_label = self.assessment.accuracy_label
         self.confusion_fig = self.assessment.confusion_fig
@@ -262,13 +114,10 @@ class TrainingPanel(Panel):
         self.export_onnx_button = self.export_bar.export_onnx_button
         self.script_button = self.export_bar.script_button
 
-        names = list(self.options)
         self.set_body(
             self.preset,
             self.preset_info,
-            self.auto_epochs,
-            widgets.HBox([widgets.VBox([self.options[n] for n in names[:4]]),
-                          widgets.VBox([self.options[n] for n in names[4:]])]),
+            *self._form.rows(),
             widgets.HBox([self.train_button, self.stop_button, self.hint]),
             widgets.HBox([self.progress_bar, self.progress]),
             self.curves_fig,
@@ -281,11 +130,11 @@ class TrainingPanel(Panel):
                                      "status"]
         )
         self.observe_session(self._on_session_history, "history")
-        self.observe_session(self._on_session_preset_inputs, ["model_version", "data_version", "image_size", "config"])
-        self.observe_session(self._on_session_freezing, ["frozen", "lr_factors"])
-        self._on_session_freezing({})  # a session whose freezing was set by hand starts on Custom
-        self._show_config()
-        self._show_preset_info()
+        self.observe_session(self._picker.on_inputs_change, ["model_version", "data_version", "image_size", "config"])
+        self.observe_session(self._picker.on_freezing_change, ["frozen", "lr_factors"])
+        self._picker.on_freezing_change({})  # a session whose freezing was set by hand starts on Custom
+        self._form.show()
+        self._picker.show_info()
         self.live.load_history(self.session.history)
         self._sync_buttons()
 
@@ -310,83 +159,12 @@ class TrainingPanel(Panel):
             self.hint.value = "<span style='color:#555'>Stopping…</span>" if self.session.status == Status.STOPPING else ""
         else:
             self.hint.value = f"<span style='color:#a60'>{html.escape(reason)}</span>" if reason else ""
-        for widget in self.options.values():
-            widget.disabled = running
+        self._form.set_running(running)
         self.preset.disabled = running
-
-    def _show_config(self) -> None:
-        config = self.session.config
-        self._syncing = True
-        try:
-            for name, widget in self.options.items():
-                value = getattr(config, name)
-                if name == "epochs":
-                    self.auto_epochs.value = value == "auto"
-                    widget.disabled = value == "auto"
-                    if value == "auto":  # the box keeps the last number chosen, for when Auto is unticked
-                        widget.value = self._epochs_number
-                        continue
-                    self._epochs_number = value
-                widget.value = f"{value:g}" if name == "lr" else value
-        finally:
-            self._syncing = False
-
-    def _phase_label(self) -> str:
-        return "" if self._phase is None else presets.phase_label(self._preset_name, *self._phase)
-
-    def _preset_summary(self) -> str:
-        return "" if self._phase is None else presets.summary(self._preset_name, *self._phase[:2], self._changes)
-
-    def _show_preset_info(self) -> None:
-        if self.running:  # the run changes freezing and options: redraw once it ends
-            return
-        s, name = self.session, self.preset.value
-        missing = [what for what, gone in (("a model", s.model is None), ("images", s.data is None)) if gone]
-        if missing:
-            estimate = f"Load {' and '.join(missing)} to see how long it takes."
-        else:
-            try:
-                estimate = f"Time on this machine: {_about(presets.estimate_preset_seconds(s, name))}."
-            except Exception as exc:  # noqa: BLE001 - the estimate must never block training
-                estimate = f"No time estimate ({exc})."
-        self.preset_info.value = (f"<b>{html.escape(name)}</b>: {html.escape(presets.PRESETS[name])} "
-                                  f"<span style='color:#555'>{html.escape(estimate)}</span>")
-
-    def _on_preset_change(self, change: dict) -> None:
-        self._show_preset_info()
-
-    def _on_session_preset_inputs(self, change: dict) -> None:
-        self._show_preset_info()
-
-    def _on_session_freezing(self, change: dict) -> None:
-        """Freezing set by hand (Layers tab, code) makes Train use it: the recipe becomes Custom."""
-        s = self.session
-        if self.running or s.status != Status.IDLE or s.model is None or s.head is None:
-            return
-        head = s.head.path
-        beyond_head = any(p.requires_grad and not (n == head or n.startswith(head + "."))
-                          for n, p in s.model.named_parameters())
-        if beyond_head or s.lr_factors:
-            self.preset.value = "Custom"
-
-    def _on_preset_phase(self, index: int, count: int, phase: presets.Phase) -> bool:
-        if self._stop_requested.is_set():  # Stop between two phases: the next one does not start
-            self.progress.value = html.escape(f"Stopped before phase {index} of {count}. {self._preset_summary()}")
-            self.progress_bar.bar_style = "warning"
-            return False
-        self._phase = (index, count, phase)
-        self._changes.append(phase.change)
-        self.progress.value = html.escape(f"{self._phase_label()}…")
-        return True
-
-    def _on_auto_epochs(self, change: dict) -> None:
-        if self._syncing:
-            return
-        self.session.configure(epochs="auto" if change["new"] else int(self.epochs.value))
 
     # ------------------------------------------------------------------ observers
     def _on_session_config(self, change: dict) -> None:
-        self._show_config()
+        self._form.show()
 
     def _on_session_state(self, change: dict) -> None:
         self._sync_buttons()
@@ -395,21 +173,7 @@ class TrainingPanel(Panel):
         # From the training thread after a fit: the figure then shows the model's whole history.
         self.live.load_history(change["new"])
         if change["new"] is None:
-            self.progress.value = _IDLE_TEXT
-            self.progress_bar.value = 0
-            self.progress_bar.bar_style = ""
-
-    @guarded
-    def _on_option_change(self, change: dict) -> None:
-        if self._syncing:
-            return
-        name = next(n for n, w in self.options.items() if w is change["owner"])
-        try:
-            self.session.configure(**{name: _number(change["new"], "learning rate") if name == "lr" else change["new"]})
-        except Exception:
-            self._show_config()  # back to the valid value
-            raise
-        self.clear_error()
+            self._progress.clear()
 
     # ------------------------------------------------------------------ actions
     def start(self) -> threading.Thread:
@@ -431,13 +195,10 @@ class TrainingPanel(Panel):
                 raise TrainingError(reason)
             self.clear_error()
             self._stop_requested.clear()
-            self._failed = False
-            self._progress.started = False
-            self._phase, self._changes, self._preset_epochs = None, [], 0
-            self._preset_name, self._preset_start = self.preset.value, time.perf_counter()
+            self._progress.begin(self.preset.value)
             self._running = True
             self._sync_buttons()
-            self.progress.value = html.escape(f"Starting {self._preset_name}…")
+            self.progress.value = html.escape(f"Starting {self._progress.preset_name}…")
             # The curves continue when the fit will continue the model's history.
             self.live.load_history(self.session.history if self.session.continues_history else None)
             self.thread = threading.Thread(target=self._run, name="tlwidgets-train", daemon=True)
@@ -447,10 +208,10 @@ class TrainingPanel(Panel):
     def _run(self) -> None:
         try:
             try:
-                presets.run_preset(self.session, self._preset_name, callbacks=[self.live, self._progress],
-                                   on_phase=self._on_preset_phase)
+                presets.run_preset(self.session, self._progress.preset_name, callbacks=[self.live, self._progress],
+                                   on_phase=self._progress.on_phase)
             except BaseException as exc:  # noqa: BLE001 - the thread's errors belong in the panel
-                self._failed = True
+                self._progress.failed = True
                 self.show_error(exc)
                 if not self._progress.started:
                     self.progress.value = "Training did not start: see the error below."
@@ -464,7 +225,7 @@ class TrainingPanel(Panel):
         finally:
             self._running = False
             self._sync_buttons()
-            self._show_preset_info()
+            self._picker.show_info()
 
     def stop(self) -> None:
         """Ask the run to stop after the current batch (what the Stop button does)."""
@@ -504,10 +265,3 @@ class TrainingPanel(Panel):
         self.export_bar.close()
         super().close()
 
-
-def _number(text: Any, what: str) -> float:
-    """A number typed into a text box; ConfigError in plain words when it is not one."""
-    try:
-        return float(str(text).strip())
-    except ValueError:
-        raise ConfigError(f"The {what} {str(text).strip()!r} is not a number: type one such as 3e-3 or 0.001.") from None
