@@ -1,7 +1,9 @@
-"""The model catalog: every torchvision classifier, a packaged offline model, and user checkpoints.
+"""The model catalog: every torchvision classifier, a packaged offline model, timm's
+ImageNet classifiers, Hub models and user checkpoints.
 
-All metadata comes from torchvision's weight records (``Weights.meta`` and
-``Weights.transforms``), so listing the catalog needs no network and no weights.
+torchvision's metadata comes from its weight records (``Weights.meta`` and
+``Weights.transforms``), timm's from the snapshot of :mod:`tlwidgets.core.timm_catalog`,
+so listing the catalog needs no network and no weights.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ import functools
 import importlib.util
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torchvision.models as tvm
 from torch import Tensor, nn
 
+from tlwidgets.core import hub_weights, timm_accuracy, timm_catalog
 from tlwidgets.core import weights as _weights
 from tlwidgets.core.errors import ModelError
 from tlwidgets.core.heads import find_head, infer_head, replace_head
+from tlwidgets.core.model_spec import ModelSpec, family_of_name
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -28,73 +31,11 @@ _PACKAGED = "efficientnet_lite0"
 PACKAGED_ARCH = "tf_efficientnet_lite0"
 _AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 
-# Name prefix -> family, following the sections of torchvision's model documentation.
-_FAMILIES = (
-    ("alexnet", "AlexNet"), ("convnext", "ConvNeXt"), ("densenet", "DenseNet"),
-    ("efficientnet_v2", "EfficientNetV2"), ("efficientnet", "EfficientNet"),
-    ("googlenet", "GoogLeNet"), ("inception", "Inception"), ("maxvit", "MaxViT"),
-    ("mnasnet", "MNASNet"), ("mobilenet", "MobileNet"), ("regnet", "RegNet"),
-    ("resnext", "ResNeXt"), ("wide_resnet", "Wide ResNet"), ("resnet", "ResNet"),
-    ("shufflenet", "ShuffleNet"), ("squeezenet", "SqueezeNet"), ("swin", "Swin"),
-    ("vgg", "VGG"), ("vit", "ViT"),
-)
-
 COLUMNS = (
     "name", "family", "source", "params_m", "gflops", "size_mb", "top1", "top5",
-    "input_size", "weights", "ms_per_image",
+    "input_size", "weights", "ms_per_image", "license",
 )
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything tlwidgets knows about a model before building it.
-
-    Attributes:
-        name: catalog name, e.g. ``"resnet18"``.
-        family: architecture family, e.g. ``"ResNet"``.
-        source: ``"torchvision"``, ``"packaged"`` or ``"checkpoint"``.
-        arch: builder name (torchvision name, timm name, or the catalog model a checkpoint extends).
-        params_m: parameters in millions.
-        gflops: forward cost of one image at ``input_size``, in GFLOPs.
-        size_mb: size of the weights file in MiB.
-        top1: ImageNet-1K top-1 accuracy in percent (``None`` for checkpoints).
-        top5: ImageNet-1K top-5 accuracy in percent.
-        input_size: crop size the weights were evaluated at.
-        resize_size: resize before the centre crop.
-        mean: normalisation mean per channel.
-        std: normalisation standard deviation per channel.
-        interpolation: ``"bilinear"`` or ``"bicubic"``.
-        weights_url: download URL of torchvision weights.
-        weights_path: file of packaged or checkpoint weights.
-        num_classes: outputs of the stored weights.
-        class_names: class names of the stored weights, where known.
-    """
-
-    name: str
-    family: str
-    source: str
-    arch: str
-    params_m: float
-    gflops: float
-    size_mb: float
-    top1: float | None
-    top5: float | None
-    input_size: int
-    resize_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str
-    weights_url: str | None
-    weights_path: str | None
-    num_classes: int = 1000
-    class_names: tuple[str, ...] = ()
-
-
-def _family(name: str) -> str:
-    for prefix, family in _FAMILIES:
-        if name.startswith(prefix):
-            return family
-    return name.split("_")[0].capitalize()
+_LICENSES = {"torchvision": "bsd-3-clause", "packaged": "apache-2.0"}
 
 
 def _first(value: object) -> int:
@@ -109,7 +50,7 @@ def _torchvision_specs() -> dict[str, ModelSpec]:
         meta, tf = w.meta, w.transforms()
         metrics = meta["_metrics"]["ImageNet-1K"]
         specs[name] = ModelSpec(
-            name=name, family=_family(name), source="torchvision", arch=name,
+            name=name, family=family_of_name(name), source="torchvision", arch=name,
             params_m=meta["num_params"] / 1e6, gflops=float(meta["_ops"]),
             size_mb=float(meta["_file_size"]),
             top1=float(metrics["acc@1"]), top5=float(metrics["acc@5"]),
@@ -154,8 +95,18 @@ def _packaged_specs() -> dict[str, ModelSpec]:
 _CHECKPOINTS: dict[str, tuple[ModelSpec, int | None]] = {}
 
 
+def _timm_specs() -> dict[str, ModelSpec]:
+    imagenet = _torchvision_specs()["resnet18"].class_names
+    return _timm_specs_for(imagenet, timm_accuracy.stamp())
+
+
+@functools.lru_cache(maxsize=2)
+def _timm_specs_for(imagenet: tuple[str, ...], _stamp: object) -> dict[str, ModelSpec]:
+    return timm_catalog.specs(imagenet, timm_accuracy.read())
+
+
 def _builtin_specs() -> dict[str, ModelSpec]:
-    return {**_torchvision_specs(), **_packaged_specs()}
+    return {**_torchvision_specs(), **_packaged_specs(), **_timm_specs(), **hub_weights.hub_specs()}
 
 
 def _all_specs() -> dict[str, ModelSpec]:
@@ -176,6 +127,8 @@ def get_spec(name: str) -> ModelSpec:
         return specs[key]
     if key.lower() in specs:
         return specs[key.lower()]
+    if key.startswith("hf:"):
+        return hub_weights.hub_spec(key[3:], _torchvision_specs()["resnet18"].class_names)
     close = difflib.get_close_matches(key.lower(), list(specs), n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ModelError(
@@ -191,9 +144,12 @@ def list_models(family: str | None = None) -> pd.DataFrame:
 
     Returns:
         Columns ``name, family, source, params_m, gflops, size_mb, top1, top5,
-        input_size, weights, ms_per_image``. ``weights`` is ``"cached"``,
+        input_size, weights, ms_per_image, license``. ``weights`` is ``"cached"``,
         ``"download"``, ``"packaged"`` or ``"checkpoint"``; ``ms_per_image`` is the
-        inference time measured on :func:`best_device` if cached, else NaN.
+        inference time measured on :func:`best_device` if cached, else NaN. timm rows
+        (``timm:<arch>.<tag>``) have top-1 and top-5 once :func:`tlwidgets.core.timm_accuracy.update_accuracy`
+        fetched timm's results table, NaN before; their ``size_mb`` is the float32 size
+        of their parameters and ``gflops`` NaN where the count failed.
 
     Raises:
         ModelError: unknown family; the message lists the families.
@@ -214,7 +170,7 @@ def list_models(family: str | None = None) -> pd.DataFrame:
             "name": s.name, "family": s.family, "source": s.source, "params_m": s.params_m,
             "gflops": s.gflops, "size_mb": s.size_mb, "top1": s.top1, "top5": s.top5,
             "input_size": s.input_size, "weights": _weights.weights_status(s),
-            "ms_per_image": speeds.get(s.name),
+            "ms_per_image": speeds.get(s.name), "license": s.license or _LICENSES.get(s.source, ""),
         }
         for s in specs
     ]
@@ -251,6 +207,8 @@ def _load_into(model: nn.Module, state: Mapping[str, Tensor], origin: str) -> No
 
 
 def _build_builtin(spec: ModelSpec, pretrained: bool, progress: _weights.Progress | None) -> nn.Module:
+    if spec.source in ("timm", "hub"):
+        return hub_weights.build_timm(spec, pretrained, progress)
     if spec.source == "packaged":
         import timm
 

@@ -61,6 +61,10 @@ def weights_status(spec: ModelSpec) -> str:
     """``"cached"``, ``"download"``, ``"packaged"`` or ``"checkpoint"``."""
     if spec.source in ("packaged", "checkpoint"):
         return spec.source
+    if spec.source in ("timm", "hub"):
+        from tlwidgets.core.hub_weights import cached_file
+
+        return "cached" if spec.hub_id and cached_file(spec.hub_id) is not None else "download"
     return "cached" if cache_path(spec).is_file() else "download"
 
 
