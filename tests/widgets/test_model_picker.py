@@ -42,6 +42,7 @@ def _click(panel: ModelPicker, name: str, state: InputDeviceState | None = None)
 
 
 def test_one_point_per_catalog_model_with_catalog_values(picker: ModelPicker) -> None:
+    picker.controls.show_all.value = True
     cat = list_models()
     points = _points(picker)
     assert sorted(points) == sorted(cat["name"])
@@ -107,7 +108,9 @@ def test_packaged_model_loads_pretrained_offline(picker: ModelPicker, session: S
 
 def test_dropdown_and_load_button(picker: ModelPicker, session: Session) -> None:
     names = [v for _, v in picker.model_dropdown.options]
-    assert sorted(names) == sorted(list_models()["name"])
+    assert sorted(names) == sorted(picker.shown["name"])
+    picker.controls.show_all.value = True
+    assert sorted(v for _, v in picker.model_dropdown.options) == sorted(list_models()["name"])
     picker.model_dropdown.value = "squeezenet1_1"
     picker.load_button.click()
     assert session.spec.name == "squeezenet1_1"

@@ -45,18 +45,27 @@ def hover_text(r: Any) -> str:
             f"speed: {timed} · {r.gflops:.2f} GFLOPs<br>weights: {weights_text(r.weights, r.size_mb)}")
 
 
-def table_html(df: pd.DataFrame, current: str | None, key: str, x_mode: str) -> str:
+def sort_rows(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    """``df`` in the table's order for ``key`` (see :func:`table_html`)."""
+    if key == "speed":
+        return df.sort_values(["x", "name"])
+    if key == "name":
+        return df.sort_values("name")
+    return df.sort_values([key, "name"], ascending=[key != "top1", True], na_position="last")
+
+
+def table_html(
+    df: pd.DataFrame, current: str | None, key: str, x_mode: str, page: int = 0, page_size: int | None = None
+) -> str:
     """The models of ``df`` as an HTML table sorted by ``key``; ``current`` is highlighted.
 
     ``key`` is a column name or ``"speed"`` (the x column, ms/image when ``x_mode`` is
-    ``"time"``, else GFLOPs); accuracy sorts best first, the rest smallest first.
+    ``"time"``, else GFLOPs); accuracy sorts best first, the rest smallest first. With
+    ``page_size``, only page ``page`` (from 0) of the sorted rows is shown.
     """
-    if key == "speed":
-        df = df.sort_values(["x", "name"])
-    elif key == "name":
-        df = df.sort_values("name")
-    else:
-        df = df.sort_values([key, "name"], ascending=[key != "top1", True], na_position="last")
+    df = sort_rows(df, key)
+    if page_size:
+        df = df.iloc[page * page_size:(page + 1) * page_size]
     xhead = "ms/image" if x_mode == "time" else "GFLOPs"
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in
                    ("Model", "Family", "Top-1 %", xhead, "Size MB", "Params M", "Weights"))
@@ -64,7 +73,7 @@ def table_html(df: pd.DataFrame, current: str | None, key: str, x_mode: str) -> 
     for r in df.itertuples():
         style = " style='font-weight:bold;background:#eef5ff'" if r.name == current else ""
         top1 = "" if pd.isna(r.top1) else f"{r.top1:.1f}"
-        cells = (r.name, r.family, top1, f"{r.x:.3g}", f"{r.size_mb:.1f}", f"{r.params_m:.1f}",
+        cells = (r.name, r.family, top1, "" if pd.isna(r.x) else f"{r.x:.3g}", f"{r.size_mb:.1f}", f"{r.params_m:.1f}",
                  weights_text(r.weights, r.size_mb))
         rows.append(f"<tr{style}>" + "".join(f"<td style='padding:1px 8px'>{html.escape(c)}</td>"
                                              for c in cells) + "</tr>")

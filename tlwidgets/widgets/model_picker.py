@@ -14,12 +14,13 @@ import pandas as pd
 import plotly.colors
 import plotly.graph_objects as go
 
-from ..core import catalog, speed
+from ..core import catalog, speed, timm_accuracy
 from ..core.device import best_device, describe
 from ..core.session import Session
 from ..core.status import Status
-from ._model_text import hover_text, marker_size, table_html
+from ._model_text import hover_text, marker_size, sort_rows, table_html
 from ._panel import Panel, guarded
+from ._picker_controls import PickerControls
 from .compare_view import CompareView
 
 _ALL = "All"
@@ -71,6 +72,8 @@ class ModelPicker(Panel):
         self._default = catalog.default_model()
         self.catalog = catalog.list_models()
         self.shown = self.catalog.iloc[:0]
+        # search, licence, "show all", table pages, timm accuracies
+        self.controls = PickerControls(self.catalog, lambda: self.redraw(), self.fetch_accuracy)
 
         self.note = widgets.HTML(f"<div style='font-size:90%;line-height:1.35'>{_NOTE}</div>")
         families = sorted(self.catalog["family"].unique())
@@ -115,7 +118,9 @@ class ModelPicker(Panel):
         self.set_body(
             self.note,
             box([self.family, self.max_size, self.min_top1, self.offline_only], layout={"flex_flow": "row wrap"}),
+            self.controls.filters,
             box([self.fig, self.compare.fig], layout={"flex_flow": "row wrap"}),
+            self.controls.note,
             box([self.model_dropdown, self.pretrained, self.load_button]),
             self.status_line,
             self.download_progress,
@@ -123,6 +128,7 @@ class ModelPicker(Panel):
             self.compare,
             self.sort_by,
             box([self.table], layout={"max_height": "320px", "overflow": "auto"}),
+            self.controls.pager,
         )
         for w in (self.family, self.max_size, self.min_top1, self.offline_only):
             w.observe(self._on_filter_change, names="value")
@@ -139,9 +145,10 @@ class ModelPicker(Panel):
 
     # ------------------------------------------------------------------ figure
     def _make_figure(self) -> go.FigureWidget:
-        points = go.Scatter(name="models", mode="markers", hoverinfo="text",
+        # WebGL: a thousand points and more stay fluid
+        points = go.Scattergl(name="models", mode="markers", hoverinfo="text",
                             marker={"line": {"width": 0.5, "color": "white"}, "opacity": 0.85})
-        ring = go.Scatter(name="loaded", mode="markers", hoverinfo="skip",
+        ring = go.Scattergl(name="loaded", mode="markers", hoverinfo="skip",
                           marker={"symbol": "circle-open", "color": "black", "line": {"width": 3}})
         layout = go.Layout(
             height=440, margin={"l": 60, "r": 20, "t": 30, "b": 50}, showlegend=False, hovermode="closest",
@@ -180,6 +187,7 @@ class ModelPicker(Panel):
         df = self.catalog.copy()
         if self.family.value != _ALL:
             df = df[df["family"] == self.family.value]
+        df = self.controls.apply(df)
         df = df[df["size_mb"] <= self.max_size.value * 1.0001]
         if self.min_top1.value > self.min_top1.min:
             df = df[df["top1"] >= self.min_top1.value]
@@ -194,6 +202,7 @@ class ModelPicker(Panel):
     def refresh(self) -> None:
         """Re-read the catalog (weights now cached, new checkpoints) and redraw."""
         self.catalog = catalog.list_models()
+        self.controls.set_catalog(self.catalog)
         families = [_ALL, *sorted(self.catalog["family"].unique())]
         largest = float(self.catalog["size_mb"].max())
         if math.log10(largest) > self.max_size.max:
@@ -230,13 +239,21 @@ class ModelPicker(Panel):
                 t.marker.size = sizes
                 t.marker.color = [colour[f] for f in df["family"]]
                 t.marker.symbol = ["diamond" if w in _OFFLINE else "circle" for w in df["weights"]]
+                small = self.controls.default_timm  # small fast timm models: a gold outline
+                t.marker.line.color = ["gold" if n in small else "white" for n in df["name"]]
+                t.marker.line.width = [2 if n in small else 0.5 for n in df["name"]]
                 h = self.highlight_trace
                 h.x = here["x"].to_numpy(float)
                 h.y = here["top1"].to_numpy(float)
                 h.customdata = here["name"].to_numpy(object)
                 h.marker.size = sizes[here.index.to_numpy()] + 10 if len(here) else []
                 self.fig.layout.xaxis.title.text = title
-            self.table.value = table_html(df, current, self.sort_by.value, self.x_mode)
+            if self.controls.follow and current in set(df["name"]):  # show the page of the loaded model
+                order = sort_rows(df, self.sort_by.value)["name"].tolist()
+                self.controls.page, self.controls.follow = order.index(current) // self.controls.PAGE_SIZE, False
+            self.table.value = table_html(df, current, self.sort_by.value, self.x_mode,
+                                          *self.controls.paging(len(df)))
+            self.controls.no_accuracy_note(df)
             if dropdown:
                 self._fill_dropdown(df, current)
 
@@ -303,6 +320,23 @@ class ModelPicker(Panel):
     def _on_load_click(self, _button: widgets.Button) -> None:
         if self.model_dropdown.value:
             self.select(self.model_dropdown.value, reload=True)
+
+    def fetch_accuracy(self) -> bool:
+        """Download timm's ImageNet results table so the timm models get their top-1 and show on the map."""
+        self.controls.fetch_button.disabled = True
+        self.status_line.value = "&#8987; Fetching timm's ImageNet results table…"
+        try:
+            got = timm_accuracy.update_accuracy()
+        except Exception as exc:  # noqa: BLE001 - offline or a bad table: said in plain words
+            self.show_error(exc)
+            self.status_line.value = "timm's accuracies were not updated."
+            return False
+        finally:
+            self.controls.fetch_button.disabled = False
+        self.clear_error()
+        self.status_line.value = f"ImageNet top-1 of {got['matched']} timm models, as published on {got['fetched']}."
+        self.refresh()
+        return True
 
     # ------------------------------------------------------------------ speed
     def measure(self, names: Iterable[str] | None = None) -> dict[str, float]:
@@ -381,6 +415,7 @@ class ModelPicker(Panel):
 
     def _on_spec_change(self, change: dict) -> None:
         spec = self.session.spec
+        self.controls.follow = True
         if spec is not None and spec.name not in set(self.catalog["name"]):
             self.refresh()  # a newly registered checkpoint
         else:
