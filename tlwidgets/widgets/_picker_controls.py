@@ -40,7 +40,7 @@ class PickerControls:
         self.license = widgets.Dropdown(options=[_ALL], value=_ALL, description="Licence")
         self.show_all = widgets.Checkbox(value=False, indent=False, description="Show all timm models")
         self.fetch_button = widgets.Button(description="Fetch timm accuracies", icon="cloud-download",
-                                           tooltip="Download timm's ImageNet results table (about 200 KB)")
+                                           tooltip="Download timm's ImageNet results table (a CSV file)")
         self.prev_button = widgets.Button(description="◀", layout=widgets.Layout(width="40px"))
         self.next_button = widgets.Button(description="▶", layout=widgets.Layout(width="40px"))
         self.page_label = widgets.Label("")
