@@ -142,3 +142,13 @@ def test_the_write_check_catches_each_kind_of_write(tmp_path: Path, line: str) -
     (fake / "core" / "intruder.py").write_text(f"def f(session, self, work, m):\n    {line}\n")
     (fake / "core" / "session.py").write_text(f"def g(session, self, work, m):\n    {line}\n")  # its own file
     assert len(_outside_writes(fake)) == 1
+
+
+def test_test_files_have_unique_names() -> None:
+    """The test folders are not packages: two test files with one name stop the whole run at collection."""
+    tests = Path(__file__).resolve().parent
+    seen: dict[str, list[str]] = {}
+    for path in tests.rglob("test_*.py"):
+        seen.setdefault(path.name, []).append(str(path.relative_to(tests)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
+    assert len(seen) > 50  # the search found the suite
