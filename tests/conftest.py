@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # Idle OpenMP threads sleep instead of spinning: with two cores, spinning workers of one
 # process (a notebook kernel, a training thread) starve the other and slow tests many-fold.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +64,24 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """Keep speed caches and extracted data of one test run away from the user's cache."""
     cache = tmp_path_factory.getbasetemp() / "tlwidgets-cache"
     monkeypatch.setenv("TLWIDGETS_CACHE_DIR", str(cache))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registries() -> Iterator[None]:
+    """Models a test registers (checkpoints, ``hf:`` repositories) are forgotten after it."""
+    places = (("tlwidgets.core.catalog", "_CHECKPOINTS"), ("tlwidgets.core.hub_weights", "_HUB_SPECS"),
+              ("tlwidgets.core.hub_weights", "_HUB_ARGS"))
+
+    def registries() -> list[dict]:
+        found = (getattr(sys.modules.get(module), name, None) for module, name in places)
+        return [r for r in found if isinstance(r, dict)]
+
+    before = [(r, dict(r)) for r in registries()]
+    yield
+    kept = {id(r) for r, _ in before}
+    for registry, saved in before:
+        registry.clear()
+        registry.update(saved)
+    for registry in registries():  # modules first imported by this test start empty
+        if id(registry) not in kept:
+            registry.clear()

@@ -34,6 +34,7 @@ def served_state() -> dict[str, torch.Tensor]:
 @pytest.fixture
 def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TLWIDGETS_CACHE_DIR", str(tmp_path / "tlwidgets"))  # files placed by hand stay here
     for var in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path / "hf" / "hub"

@@ -76,18 +76,29 @@ def wait_for_points(page: Any, css: str, at_least: int, trace: int = 0, timeout:
 
 
 def point_position(page: Any, css: str, name: str, trace: int = 0) -> tuple[float, float]:
-    """Page coordinates of the marker whose ``customdata`` is ``name``, scrolled into view."""
+    """Page coordinates of the marker whose ``customdata`` is ``name``, scrolled into view.
+
+    SVG markers (``scatter``) are found by their element; WebGL markers (``scattergl``) have
+    none, so their place is computed from the axes, as Plotly draws them.
+    """
     pos = page.evaluate(
         f"""([css, name, t]) => {{
           const gd = ({_PLOT_JS})(css);
           const i = Array.from(gd.data[t].customdata).indexOf(name);
           if (i < 0) return null;
           const layer = gd.querySelectorAll('.scatterlayer .trace')[t];
-          const el = Array.from(layer.querySelectorAll('path.point')).find((p) => p.__data__ && p.__data__.i === i);
-          if (!el) return null;
-          el.scrollIntoView({{block: 'center'}});
-          const r = el.getBoundingClientRect();
-          return [r.x + r.width / 2, r.y + r.height / 2];
+          const el = layer && Array.from(layer.querySelectorAll('path.point')).find(
+            (p) => p.__data__ && p.__data__.i === i);
+          if (el) {{
+            el.scrollIntoView({{block: 'center'}});
+            const r = el.getBoundingClientRect();
+            return [r.x + r.width / 2, r.y + r.height / 2];
+          }}
+          gd.scrollIntoView({{block: 'center'}});
+          const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+          const x = gd.data[t].x[i], y = gd.data[t].y[i];
+          const box = gd.getBoundingClientRect();
+          return [box.left + xa._offset + xa.d2p(x), box.top + ya._offset + ya.d2p(y)];
         }}""",
         [css, name, trace],
     )
