@@ -198,9 +198,23 @@ def open_and_run_notebook(
         " || !!document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]')",
         timeout=90_000,
     )
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-    page.wait_for_selector(shows, timeout=timeout * 1000)
+    started = ("() => Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt'))"
+               ".some((e) => /\\[(\\*|\\d+)\\]/.test(e.textContent))")
+    for attempt in range(3):  # a click that lands before the notebook is wired up runs nothing: click again
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        try:
+            page.wait_for_function(started, timeout=20_000)
+            break
+        except Exception:  # noqa: BLE001 - nothing started: try the menu again
+            if attempt == 2:
+                raise
+    try:
+        page.wait_for_selector(shows, timeout=timeout * 1000)
+    except Exception as exc:  # say what the notebook printed: a traceback explains most timeouts
+        outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+        raise AssertionError(f"{shows} did not appear in {name}; the cells printed:\n"
+                             + "\n".join(outputs)[-3000:]) from exc
     # every code cell has a number in its prompt: "[1]:", not "[ ]:" or "[*]:"
     page.wait_for_function(
         "() => { const p = Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt'));"

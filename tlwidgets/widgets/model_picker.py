@@ -13,6 +13,9 @@ import numpy as np
 import pandas as pd
 import plotly.colors
 import plotly.graph_objects as go
+from plotly.graph_objs import (
+    FigureWidget,  # imported with the panel, not at its first figure
+)
 
 from ..core import catalog, speed, timm_accuracy
 from ..core.device import best_device, describe
@@ -144,7 +147,7 @@ class ModelPicker(Panel):
         self._on_status_change({})
 
     # ------------------------------------------------------------------ figure
-    def _make_figure(self) -> go.FigureWidget:
+    def _make_figure(self) -> FigureWidget:
         # WebGL: a thousand points and more stay fluid
         points = go.Scattergl(name="models", mode="markers", hoverinfo="text",
                             marker={"line": {"width": 0.5, "color": "white"}, "opacity": 0.85})
@@ -155,7 +158,7 @@ class ModelPicker(Panel):
             xaxis={"type": "log", "title": {"text": ""}}, yaxis={"title": {"text": "ImageNet top-1 accuracy (%)"}},
             template="plotly_white",
         )
-        return go.FigureWidget(data=[points, ring], layout=layout)
+        return FigureWidget(data=[points, ring], layout=layout)
 
     @property
     def points_trace(self) -> Any:
@@ -182,6 +185,18 @@ class ModelPicker(Panel):
         value = speed.cached_speed(name, device)
         return None if value is None else float(value)
 
+    def _speeds(self, df: pd.DataFrame) -> np.ndarray:
+        """:meth:`speed_of` for every row of ``df`` (NaN where not measured), in one pass."""
+        device = self.session.device
+        if describe(device) != describe(best_device()):
+            return np.array([np.nan if (v := self.speed_of(n)) is None else v for n in df["name"]], dtype=float)
+        ms = df["ms_per_image"].to_numpy(dtype=float, copy=True)
+        for i, name in enumerate(df["name"]):
+            if (device, name) in self._measured:
+                value = self._measured[(device, name)]
+                ms[i] = np.nan if value is None else value
+        return ms
+
     def filtered(self) -> pd.DataFrame:
         """The catalog rows passing the filters, with ``speed_ms`` (measured ms/image or NaN) and ``x``."""
         df = self.catalog.copy()
@@ -193,8 +208,7 @@ class ModelPicker(Panel):
             df = df[df["top1"] >= self.min_top1.value]
         if self.offline_only.value:
             df = df[df["weights"].isin(_OFFLINE)]
-        speeds = [self.speed_of(n) for n in df["name"]]
-        df = df.assign(speed_ms=np.array([np.nan if v is None else v for v in speeds], dtype=float))
+        df = df.assign(speed_ms=self._speeds(df))
         timed = len(df) > 0 and bool(df["speed_ms"].notna().all())
         self.x_mode = "time" if timed else "gflops"
         return df.assign(x=df["speed_ms"] if timed else df["gflops"]).reset_index(drop=True)
