@@ -240,7 +240,7 @@ def with_victim(folder):
     return folder, victim, _data_only(folder.root)
 
 
-def _unchanged(planted, victim: Path, s: Session, plan: ChangePlan, words: str) -> None:
+def assert_unchanged(planted, victim: Path, s: Session, plan: ChangePlan, words: str) -> None:
     before, victim_before, samples = tree(planted.root), tree(victim), _samples(s)
     for call in (preview_plan, apply_plan):
         with pytest.raises(DataError, match=words):
@@ -254,7 +254,7 @@ def test_a_plan_naming_a_path_outside_the_data_folder_is_refused(with_victim, pa
     planted, victim, s = with_victim
     given = path.replace("VICTIM", str(victim)).replace("ROOT", str(planted.root))
     plan = ChangePlan().move(planted.path("class_1/wrong_0.png"), "class_0").remove(given)
-    _unchanged(planted, victim, s, plan, "outside the data folder")
+    assert_unchanged(planted, victim, s, plan, "outside the data folder")
 
 
 @pytest.mark.parametrize("to_class", ["../x", "../victim", "/tmp", "class_0/../../victim", "..", ".hidden",
@@ -262,7 +262,7 @@ def test_a_plan_naming_a_path_outside_the_data_folder_is_refused(with_victim, pa
 def test_a_move_to_a_class_that_is_not_one_of_the_data_is_refused(with_victim, to_class: str) -> None:
     planted, victim, s = with_victim
     plan = ChangePlan().remove(planted.path("class_0/wrong_2.png")).move(planted.path("class_1/wrong_0.png"), to_class)
-    _unchanged(planted, victim, s, plan, "not allowed|no such class|class name")
+    assert_unchanged(planted, victim, s, plan, "not allowed|no such class|class name")
 
 
 def test_files_that_are_not_images_of_the_data_are_refused(with_victim) -> None:
@@ -270,10 +270,10 @@ def test_files_that_are_not_images_of_the_data_are_refused(with_victim) -> None:
     for path, words in [(planted.path(".notes.txt"), "not an image of the loaded data"),
                         (planted.path("class_0/.DS_Store"), "not an image of the loaded data"),
                         (planted.path("class_0/missing.png"), "not an image of the loaded data")]:
-        _unchanged(planted, victim, s, ChangePlan().remove(path), words)
+        assert_unchanged(planted, victim, s, ChangePlan().remove(path), words)
     twice = ChangePlan().remove(planted.path("class_0/img_1.png")).move(
         os.path.relpath(planted.path("class_0/img_1.png")), "class_1")
-    _unchanged(planted, victim, s, twice, "named twice")
+    assert_unchanged(planted, victim, s, twice, "named twice")
     with pytest.raises(DataError, match="already in class 'class_0'"):
         apply_plan(s, ChangePlan().move(planted.path("class_0/img_1.png"), "class_0"))
     with pytest.raises(DataError, match="changes nothing"):
@@ -289,12 +289,12 @@ def test_links_leading_out_of_the_data_folder_are_refused(with_victim) -> None:
     s = _data_only(planted.root)
     paths = {x.path for x in (*s.data.train, *s.data.val)}
     assert planted.path("linked/a.png") in paths and planted.path("class_0/evil.png") in paths
-    _unchanged(planted, victim, s, ChangePlan().remove(planted.path("linked/a.png")), "link to another place")
-    _unchanged(planted, victim, s, ChangePlan().move(planted.path("class_0/img_0.png"), "linked"),
+    assert_unchanged(planted, victim, s, ChangePlan().remove(planted.path("linked/a.png")), "link to another place")
+    assert_unchanged(planted, victim, s, ChangePlan().move(planted.path("class_0/img_0.png"), "linked"),
                "link to another place")
-    _unchanged(planted, victim, s, ChangePlan().remove(planted.path("class_0/evil.png")), "is a link")
+    assert_unchanged(planted, victim, s, ChangePlan().remove(planted.path("class_0/evil.png")), "is a link")
     (planted.root / "_removed").symlink_to(victim, target_is_directory=True)
-    _unchanged(planted, victim, s, ChangePlan().remove(planted.path("class_0/img_0.png")), "link to another place")
+    assert_unchanged(planted, victim, s, ChangePlan().remove(planted.path("class_0/img_0.png")), "link to another place")
 
 
 def test_data_that_did_not_come_from_a_folder_is_not_changed(tmp_path: Path) -> None:

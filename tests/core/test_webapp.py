@@ -244,20 +244,20 @@ def test_hostile_class_names_are_only_json_escaped_text(hostile_session: Session
 
 
 # ---------------------------------------------------------------- refused folders and runtimes
-def _refused(session: Session, folder: object, match: str, **kw: object) -> None:
+def assert_refused(session: Session, folder: object, match: str, **kw: object) -> None:
     with pytest.raises(ConfigError, match=match):
         session.export_webapp(folder, **kw)
 
 
 def test_a_file_or_a_path_under_a_file_is_refused(session: Session, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    _refused(session, tmp_path / "notes.txt", r"notes.txt: it is a file, not a folder")
-    _refused(session, tmp_path / "notes.txt" / "webapp", r"notes.txt is a file, not a folder")
-    _refused(session, "", r"give a folder name such as 'webapp'")
-    _refused(session, "   ", r"give a folder name such as 'webapp'")
-    _refused(session, 42, r"folder=42 is not a path")
+    assert_refused(session, tmp_path / "notes.txt", r"notes.txt: it is a file, not a folder")
+    assert_refused(session, tmp_path / "notes.txt" / "webapp", r"notes.txt is a file, not a folder")
+    assert_refused(session, "", r"give a folder name such as 'webapp'")
+    assert_refused(session, "   ", r"give a folder name such as 'webapp'")
+    assert_refused(session, 42, r"folder=42 is not a path")
     os.symlink(tmp_path / "gone", tmp_path / "dangling")
-    _refused(session, tmp_path / "dangling", r"a link to nothing")
+    assert_refused(session, tmp_path / "dangling", r"a link to nothing")
     assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "gone").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "notes.txt"]
 
@@ -266,7 +266,7 @@ def test_a_folder_with_the_users_own_page_is_refused_and_left_alone(session: Ses
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text("<h1>my homepage</h1>")
-    _refused(session, site, r"already holds index.html, which no tlwidgets web app wrote")
+    assert_refused(session, site, r"already holds index.html, which no tlwidgets web app wrote")
     assert _listing(site) == {"index.html"} and (site / "index.html").read_text() == "<h1>my homepage</h1>"
 
 
@@ -282,16 +282,16 @@ def test_a_link_in_place_of_a_page_file_is_refused_and_its_target_untouched(
     link.parent.mkdir(exist_ok=True)
     link.unlink(missing_ok=True)
     os.symlink(outside, link)
-    _refused(session, site, r"is a symbolic link, where the web app writes its own file")
+    assert_refused(session, site, r"is a symbolic link, where the web app writes its own file")
     assert outside.read_text() == "not yours" and link.is_symlink()
 
 
 def test_a_folder_in_place_of_a_page_file_is_refused(session: Session, tmp_path: Path) -> None:
     (tmp_path / "site" / "app.js").mkdir(parents=True)
-    _refused(session, tmp_path / "site", r"app.js is a folder")
+    assert_refused(session, tmp_path / "site", r"app.js is a folder")
     (tmp_path / "other" / "ort").mkdir(parents=True)
     (tmp_path / "other" / "ort" / "ort.wasm.min.js").mkdir()
-    _refused(session, tmp_path / "other", r"ort.wasm.min.js is a folder")
+    assert_refused(session, tmp_path / "other", r"ort.wasm.min.js is a folder")
 
 
 @pytest.mark.parametrize(
@@ -309,20 +309,20 @@ def test_a_folder_in_place_of_a_page_file_is_refused(session: Session, tmp_path:
 def test_a_bad_runtime_is_refused_before_anything_is_written(
     session: Session, tmp_path: Path, runtime: object, match: str
 ) -> None:
-    _refused(session, tmp_path / "webapp", match, runtime=runtime)
+    assert_refused(session, tmp_path / "webapp", match, runtime=runtime)
     assert not (tmp_path / "webapp").exists()
 
 
 def test_a_folder_without_the_runtime_files_is_refused(session: Session, tmp_path: Path) -> None:
     (tmp_path / "ort-web" / "dist").mkdir(parents=True)
     (tmp_path / "ort-web" / "dist" / "ort.min.js").write_text("//")
-    _refused(session, tmp_path / "webapp", r"holds no ort.wasm.min.js", runtime=tmp_path / "ort-web")
+    assert_refused(session, tmp_path / "webapp", r"holds no ort.wasm.min.js", runtime=tmp_path / "ort-web")
     assert not (tmp_path / "webapp").exists()
 
 
 def test_bad_titles_are_refused(session: Session, tmp_path: Path) -> None:
     for title in ["", "  ", "x" * 201, 7]:
-        _refused(session, tmp_path / "webapp", r"title=.* must be a non-empty text", title=title)
+        assert_refused(session, tmp_path / "webapp", r"title=.* must be a non-empty text", title=title)
     assert not (tmp_path / "webapp").exists()
 
 
