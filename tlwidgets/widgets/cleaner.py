@@ -323,35 +323,37 @@ class Cleaner(Panel):
         if self._reviewed is None or self._reviewed != tuple(self.plan.changes):
             raise DataError("Review the changes first: press Review changes, check the list, then Apply.")
         paths = [c.path for c in self.plan.changes]
-        self._own_change = True
-        try:
-            result = cleaning.apply_plan(self.session, self.plan)
-        finally:
-            self._own_change = False
+        result = self._change_files(lambda: cleaning.apply_plan(self.session, self.plan))
         self._history.append(self.report)
         if self.report is not None:
             self.report = self.report.without(paths)
-            self.report.data_version = self.session.data_version
-        self.plan = ChangePlan()
-        self._forget_review()
-        self._set_filters()
-        self.show_page(self.page)
-        self._say(result.message)
-        self.clear_error()
-        return result
+        return self._after_change(result)
 
     @guarded
     def undo(self) -> Any:
         """Undo the last apply; the pages show the images as before it."""
+        result = self._change_files(lambda: cleaning.undo_last(self.session))
+        restored = bool(self._history)
+        if restored:
+            self.report = self._history.pop()
+        return self._after_change(result, report_is_current=restored)
+
+    def _change_files(self, change: Any) -> Any:
+        """Run ``change`` (apply or undo), marking the data change it makes as this panel's own."""
         self._own_change = True
         try:
-            result = cleaning.undo_last(self.session)
+            return change()
         finally:
             self._own_change = False
-        if self._history:
-            self.report = self._history.pop()
-            if self.report is not None:
-                self.report.data_version = self.session.data_version
+
+    def _after_change(self, result: Any, report_is_current: bool = True) -> Any:
+        """The pages, filters and status line after an apply or undo changed the files.
+
+        ``report_is_current``: the report describes the files as they are now (else it stays
+        marked as older than the data, and the panel asks for a new search).
+        """
+        if self.report is not None and report_is_current:
+            self.report.data_version = self.session.data_version
         self.plan = ChangePlan()
         self._forget_review()
         self._set_filters()
