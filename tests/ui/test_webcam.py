@@ -9,17 +9,13 @@ must save a burst of frames at the webcam's rate, with the counter showing how m
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-
-from _browser import save_screenshot
+from _browser import put_notebook, save_screenshot, shut_down_kernel
 
 from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
 
@@ -34,26 +30,6 @@ collector = tlwidgets.DataCollector(tlwidgets.Session(device="cpu"), folder={PIC
 collector.create_class("me")
 collector
 """
-
-
-def _put_notebook(server: Any, name: str, source: str) -> None:
-    """Create ``name`` in the server's root through the contents API."""
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    body = json.dumps({"type": "notebook", "format": "json", "content": nb}).encode()
-    request = urllib.request.Request(server.url + f"/api/contents/{name}", data=body, method="PUT",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status in (200, 201)
-
-
-def _shut_down(server: Any, name: str) -> None:
-    """Stop the kernel of notebook ``name`` (the shared server keeps running for other tests)."""
-    for session in server.get_json("/api/sessions"):
-        if session.get("path", "").endswith(name):
-            request = urllib.request.Request(server.url + f"/api/sessions/{session['id']}", method="DELETE")
-            with urllib.request.urlopen(request, timeout=30):
-                pass
 
 
 def _files(server: Any, folder: str) -> list[str]:
@@ -88,7 +64,7 @@ def _open_and_run(page: Any, server: Any, name: str) -> Any:
 def test_capture_with_a_fake_camera_saves_into_the_class_folder(
     camera_browser: Any, lab_server: Any, screenshot_dir: Path
 ) -> None:
-    _put_notebook(lab_server, NOTEBOOK, CODE)
+    put_notebook(lab_server, NOTEBOOK, CODE)
     context = camera_browser.new_context(viewport={"width": 1280, "height": 1000}, permissions=["camera"])
     page = context.new_page()
     try:
@@ -130,7 +106,7 @@ def test_capture_with_a_fake_camera_saves_into_the_class_folder(
         raise
     finally:
         context.close()
-        _shut_down(lab_server, NOTEBOOK)
+        shut_down_kernel(lab_server, NOTEBOOK)
 
 
 BURST_CODE = f"""\
@@ -148,7 +124,7 @@ def test_holding_capture_records_a_burst_with_a_counter(
     from tlwidgets.widgets.webcam import BURST_RATE
 
     folder = f"{PICTURES}-burst/me"
-    _put_notebook(lab_server, "webcam_burst.ipynb", BURST_CODE)
+    put_notebook(lab_server, "webcam_burst.ipynb", BURST_CODE)
     context = camera_browser.new_context(viewport={"width": 1280, "height": 1000}, permissions=["camera"])
     page = context.new_page()
     try:
@@ -189,12 +165,12 @@ def test_holding_capture_records_a_burst_with_a_counter(
         raise
     finally:
         context.close()
-        _shut_down(lab_server, "webcam_burst.ipynb")
+        shut_down_kernel(lab_server, "webcam_burst.ipynb")
 
 
 def test_a_refused_camera_explains_itself(browser: Any, lab_server: Any) -> None:
     """Without the fake camera and with no permission, the widget says what to do."""
-    _put_notebook(lab_server, "webcam_refused.ipynb", CODE.replace(PICTURES, PICTURES + "-refused"))
+    put_notebook(lab_server, "webcam_refused.ipynb", CODE.replace(PICTURES, PICTURES + "-refused"))
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     try:
@@ -208,7 +184,7 @@ def test_a_refused_camera_explains_itself(browser: Any, lab_server: Any) -> None
         assert _files(lab_server, f"{PICTURES}-refused/me") == []
     finally:
         context.close()
-        _shut_down(lab_server, "webcam_refused.ipynb")
+        shut_down_kernel(lab_server, "webcam_refused.ipynb")
 
 
 LIVE_CODE = f"""\
@@ -239,7 +215,7 @@ collector
 
 def test_live_preview_classifies_streamed_frames(camera_browser: Any, lab_server: Any, screenshot_dir: Path) -> None:
     """Live preview turns streaming on; frames from the fake camera come back as top-k bars."""
-    _put_notebook(lab_server, "webcam_live.ipynb", LIVE_CODE)
+    put_notebook(lab_server, "webcam_live.ipynb", LIVE_CODE)
     context = camera_browser.new_context(viewport={"width": 1280, "height": 1000}, permissions=["camera"])
     page = context.new_page()
     try:
@@ -258,4 +234,4 @@ def test_live_preview_classifies_streamed_frames(camera_browser: Any, lab_server
         assert _files(lab_server, f"{PICTURES}-live/green") == [f"green{i}.png" for i in range(6)]  # nothing saved
     finally:
         context.close()
-        _shut_down(lab_server, "webcam_live.ipynb")
+        shut_down_kernel(lab_server, "webcam_live.ipynb")
