@@ -206,7 +206,7 @@ def open_and_run_notebook(
         try:
             page.wait_for_function(started, timeout=20_000)
             break
-        except Exception:  # noqa: BLE001 - nothing started: try the menu again
+        except Exception:
             if attempt == 2:
                 raise
     try:

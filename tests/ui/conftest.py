@@ -29,7 +29,7 @@ import nbformat
 import pytest
 from _browser import save_screenshot
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "Server", "free_port", "save_screenshot", "server_env", "small_notebook"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "FAKE_CAMERA", "Server", "free_port", "save_screenshot", "server_env", "small_notebook"]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -271,6 +271,20 @@ def browser(ui_requirements: None) -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
+
+
+#: Chromium's fake camera (a generated test pattern), always allowed.
+FAKE_CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+
+@pytest.fixture(scope="session")
+def camera_browser(browser: Any) -> Iterator[Any]:
+    """A second Chromium from the same Playwright, with a fake camera that is always allowed."""
+    chromium = browser.browser_type.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *FAKE_CAMERA])
+    try:
+        yield chromium
+    finally:
+        chromium.close()
 
 
 @pytest.fixture(scope="session")

@@ -31,13 +31,11 @@ from PIL import Image
 
 from tests.conftest import make_image_folder
 from tests.helpers import trained_lite0_session
-from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
 from tlwidgets import Session
 from tlwidgets.core import webapp
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
-FAKE_CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 #: A class whose name would run script if the page ever parsed class names as HTML.
 HOSTILE = "red <img src=x onerror=window.__pwned=1>"
 NPM_CACHE = Path(os.environ.get("TLWIDGETS_NPM_CACHE", Path(tempfile.gettempdir()) / "tlwidgets-npm"))
@@ -129,16 +127,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Session:
     TIMINGS["web app: train the session"] = time.perf_counter() - start
     assert HOSTILE in session.classes
     return session
-
-
-@pytest.fixture(scope="module")
-def camera_browser(browser: Any) -> Iterator[Any]:
-    """Chromium with a fake camera (a generated test pattern) that is always allowed."""
-    chromium = browser.browser_type.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *FAKE_CAMERA])
-    try:
-        yield chromium
-    finally:
-        chromium.close()
 
 
 def _rows(page: Any) -> list[dict[str, Any]]:

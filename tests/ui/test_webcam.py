@@ -10,18 +10,14 @@ must save a burst of frames at the webcam's rate, with the counter showing how m
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _browser import put_notebook, save_screenshot, shut_down_kernel
 
-from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
-
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
-FAKE_CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 NOTEBOOK = "webcam_capture.ipynb"
 PICTURES = "webcam-pictures"
 CODE = f"""\
@@ -38,16 +34,6 @@ def _files(server: Any, folder: str) -> list[str]:
     except OSError:
         return []
     return sorted(item["name"] for item in listing.get("content") or [] if item["type"] == "file")
-
-
-@pytest.fixture(scope="module")
-def camera_browser(browser: Any) -> Iterator[Any]:
-    """A second Chromium from the same Playwright, with a fake camera that is always allowed."""
-    chromium = browser.browser_type.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *FAKE_CAMERA])
-    try:
-        yield chromium
-    finally:
-        chromium.close()
 
 
 def _open_and_run(page: Any, server: Any, name: str) -> Any:
