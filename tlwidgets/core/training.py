@@ -176,9 +176,9 @@ class Trainer:
                 from tlwidgets.core.heads import find_head
 
                 head_path = find_head(self.model)[0]
-        peek = torch.Generator().manual_seed(0)
-        peek.set_state(self._generator.get_state())  # epoch 1's first batch, drawn as _epoch_batches will
-        first = torch.randperm(len(self.train_ds), generator=peek)[: cfg.batch_size]
+        peek = torch.Generator()
+        peek.set_state(self._generator.get_state())  # epoch 1's batches, drawn without using up the generator
+        first = self._epoch_batches(peek)[0]
         plan = features.plan(self.model, self.train_ds, val_ds, cfg, self.device, self._amp_dtype,
                              self._channels_last, self.feature_cache, head_path, first_batch=first)
         self.mode = plan.mode
@@ -287,9 +287,9 @@ class Trainer:
             history.notes = list(self.notes)
         return history
 
-    def _epoch_batches(self) -> list[torch.Tensor]:
+    def _epoch_batches(self, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """This epoch's shuffled index batches (seeded), capped by ``max_batches_per_epoch``."""
-        order = torch.randperm(len(self.train_ds), generator=self._generator)
+        order = torch.randperm(len(self.train_ds), generator=generator or self._generator)
         return list(order.split(self.config.batch_size))[: self.steps_per_epoch]
 
     def _current_lr(self) -> float:
