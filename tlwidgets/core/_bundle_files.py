@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import secrets
 import stat
@@ -244,11 +243,3 @@ def flush_to_disk(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for piece in iter(lambda: f.read(2**20), b""):
-            digest.update(piece)
-    return digest.hexdigest()

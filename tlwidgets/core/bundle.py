@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from . import _bundle_files as files, bundle_schema as schema, data as data_mod
 from .errors import ModelError
+from .regular_files import sha256_file
 from .runs import run_to_dict
 from .session_settings import (  # the sections are built there; these names stay importable from here
     NON_FINITE,
@@ -207,7 +208,7 @@ _WEIGHTS_METADATA = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
 
 def _texts(meta: dict[str, Any], split: dict[str, Any] | None, weights: Path, num_tensors: int) -> dict[str, bytes]:
     """``split.json`` (when there is data) and ``tlwidgets.json`` (last), with the weights' SHA-256."""
-    meta = {**meta, "weights": {"file": WEIGHTS_FILE, "sha256": files.sha256_file(weights), "num_tensors": num_tensors}}
+    meta = {**meta, "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(weights), "num_tensors": num_tensors}}
     texts = {SPLIT_FILE: _dumps(split).encode("utf-8")} if split is not None else {}
     texts[META_FILE] = _dumps(meta, indent=1).encode("utf-8")
     return texts

@@ -44,7 +44,7 @@ from .cleaning_plan import (
     resolve,
 )
 from .errors import DataError
-from .images import open_regular_file
+from .regular_files import sha256_file
 
 if TYPE_CHECKING:
     from .session import Session
@@ -80,18 +80,9 @@ class CleaningResult:
 
 
 # ---------------------------------------------------------------------------- files
-def sha256_of(path: Path) -> str:
-    """SHA-256 of a regular file's bytes."""
-    digest = hashlib.sha256()
-    with open_regular_file(path) as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _readable_hash(path: Path, root: Path, then: str) -> str:
     try:
-        return sha256_of(path)
+        return sha256_file(path)
     except OSError as exc:
         raise DataError(f"Cannot read {rel_path(path, root)} ({exc.strerror or exc}). {then}") from exc
 

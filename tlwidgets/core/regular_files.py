@@ -8,6 +8,7 @@ still refused).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -69,3 +70,12 @@ def open_regular_file(path: str | os.PathLike[str]) -> RegularFile:
         raise
     raw.name = name
     return RegularFile(raw)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a regular file's bytes, read in 1 MiB pieces (a FIFO or device is refused)."""
+    digest = hashlib.sha256()
+    with open_regular_file(path) as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
