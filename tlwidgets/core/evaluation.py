@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -154,6 +153,8 @@ def evaluate(
     confidence, preds = probs.max(1)
     y_true, y_pred = labels.numpy(), preds.numpy()
     idx = list(range(n_classes))
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # 0.6 s to import
+
     precision_, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=idx, zero_division=0
     )
