@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import ipywidgets as widgets
@@ -24,6 +24,7 @@ from ..core.status import Status
 from ._model_text import hover_text, marker_size, sort_rows, table_html
 from ._panel import Panel, guarded
 from ._picker_controls import PickerControls
+from ._speed_meter import SpeedMeter
 from .compare_view import CompareView
 
 _ALL = "All"
@@ -67,11 +68,7 @@ class ModelPicker(Panel):
     def __init__(self, session: Session | None = None, speed_batch_size: int = 8, **kwargs: Any) -> None:
         super().__init__(session, title="Choose a model", **kwargs)
         self._lock = threading.RLock()
-        self._measured: dict[tuple[str, str], float] = {}
-        self.stop_event = threading.Event()
-        self.measure_thread: threading.Thread | None = None
         self.x_mode = "gflops"
-        self._measuring = False
         self._default = catalog.default_model()
         self.catalog = catalog.list_models()
         self.shown = self.catalog.iloc[:0]
@@ -99,21 +96,21 @@ class ModelPicker(Panel):
         self.download_progress = widgets.IntProgress(
             min=0, max=100, description="Download", layout=widgets.Layout(display="none")
         )
-        self.measure_button = widgets.Button(description="Measure speed", icon="clock-o",
-                                             tooltip="Time the shown models on this machine")
-        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
-        self.batch_size = widgets.BoundedIntText(value=speed_batch_size, min=1, max=512, description="Batch",
-                                                 layout=widgets.Layout(width="140px"))
-        self.progress = widgets.IntProgress(min=0, max=1, value=0, layout=widgets.Layout(width="200px"))
-        self.progress_label = widgets.Label("")
+        # "Measure speed": timed in a background thread, drawn as each model is done
+        self.meter = SpeedMeter(lambda: list(self.shown["name"]), lambda: self.session.device,
+                                on_result=lambda: self.redraw(dropdown=False), on_error=self.show_error,
+                                on_idle=lambda: self._on_status_change({}), batch_size=speed_batch_size)
+        self._measured = self.meter.measured
+        self.measure_button, self.stop_button = self.meter.button, self.meter.stop_button
+        self.batch_size, self.progress, self.progress_label = self.meter.batch_size, self.meter.progress, self.meter.label
+        self.stop_event = self.meter.stop_event
         self.sort_by = widgets.Dropdown(options=_SORTS, value="top1", description="Sort by")
         self.table = widgets.HTML("")
         self.fig = self._make_figure()
         # accuracy on the user's own data, drawn next to the ImageNet map; a click loads the model
         self.compare = CompareView(self.session, on_select=self.select, show_figure=False)
         for w, cls in ((self.fig, "tlw-model-plot"), (self.model_dropdown, "tlw-model-dropdown"),
-                       (self.load_button, "tlw-load"), (self.measure_button, "tlw-measure"),
-                       (self.stop_button, "tlw-measure-stop"), (self.table, "tlw-model-table"),
+                       (self.load_button, "tlw-load"), (self.table, "tlw-model-table"),
                        (self.pretrained, "tlw-pretrained"), (self.status_line, "tlw-picker-status")):
             w.add_class(cls)
 
@@ -127,7 +124,7 @@ class ModelPicker(Panel):
             box([self.model_dropdown, self.pretrained, self.load_button]),
             self.status_line,
             self.download_progress,
-            box([self.measure_button, self.stop_button, self.batch_size, self.progress, self.progress_label]),
+            self.meter.row,
             self.compare,
             self.sort_by,
             box([self.table], layout={"max_height": "320px", "overflow": "auto"}),
@@ -138,7 +135,6 @@ class ModelPicker(Panel):
         self.sort_by.observe(self._on_filter_change, names="value")
         self.load_button.on_click(self._on_load_click)
         self.measure_button.on_click(self._on_measure_click)
-        self.stop_button.on_click(self._on_stop_click)
         self.points_trace.on_click(self._on_point_click)
         self.observe_session(self._on_spec_change, "spec")
         self.observe_session(self._on_status_change, "status")
@@ -359,68 +355,25 @@ class ModelPicker(Panel):
         Stops between models once ``stop_event`` is set. Results go to the speed cache
         and onto the plot as each arrives. Returns ``{name: ms_per_image}`` of those timed.
         """
-        todo: Sequence[str] = list(self.shown["name"] if names is None else names)
-        device = self.session.device
-        done: dict[str, float] = {}
-        failed: list[str] = []
-        self._measuring = True
-        self.measure_button.disabled = True
-        self.stop_button.disabled = False
-        self.progress.max, self.progress.value = max(len(todo), 1), 0
-        try:
-            for i, name in enumerate(todo):
-                if self.stop_event.is_set():
-                    self.progress_label.value = f"Stopped after {i} of {len(todo)} models."
-                    break
-                self.progress_label.value = f"Timing {name} ({i + 1}/{len(todo)})…"
-                try:
-                    result = speed.measure_speed(name, device, batch_size=int(self.batch_size.value))
-                except Exception as exc:  # noqa: BLE001 - one failing model must not end the run
-                    failed.append(f"{name} ({type(exc).__name__}: {exc})")
-                else:
-                    done[name] = self._measured[(device, name)] = float(result["ms_per_image"])
-                self.progress.value = i + 1
-                self.redraw(dropdown=False)
-            else:
-                self.progress_label.value = f"Timed {len(done)} models on {describe(device)}."
-        finally:
-            self._measuring = False
-            self.stop_event.clear()
-            self.stop_button.disabled = True
-            self._on_status_change({})
-        if failed:
-            self.show_error("Could not time: " + "; ".join(failed))
-        return done
+        return self.meter.measure(names)
 
     def start_measure(self, names: Iterable[str] | None = None) -> threading.Thread:
         """Run :meth:`measure` in a background thread so Stop stays clickable; returns the thread."""
-        if self.measure_thread is not None and self.measure_thread.is_alive():
-            return self.measure_thread
-        self.stop_event.clear()
-        todo = list(self.shown["name"] if names is None else names)
+        return self.meter.start(names)
 
-        def run() -> None:
-            try:
-                self.measure(todo)
-            except Exception as exc:  # noqa: BLE001 - errors of the thread reach the panel
-                self.show_error(exc)
-
-        self.measure_thread = threading.Thread(target=run, name="tlwidgets-measure", daemon=True)
-        self.measure_thread.start()
-        return self.measure_thread
+    @property
+    def measure_thread(self) -> threading.Thread | None:
+        """The thread of the latest :meth:`start_measure` (None before the first)."""
+        return self.meter.thread
 
     def stop_measure(self) -> None:
         """Ask a running measurement to stop after the current model."""
-        self.stop_event.set()
+        self.meter.stop()
 
     @guarded
     def _on_measure_click(self, _button: widgets.Button) -> None:
         self.clear_error()
         self.start_measure()
-
-    def _on_stop_click(self, _button: widgets.Button) -> None:
-        self.stop_measure()
-        self.progress_label.value = "Stopping after the current model…"
 
     # ------------------------------------------------------------------ session
     @guarded
@@ -443,5 +396,5 @@ class ModelPicker(Panel):
         hint = "Training is running: stop it to change the model." if busy else ""
         self.load_button.disabled = busy or not self.model_dropdown.value
         self.load_button.tooltip = hint or "Load the chosen model into the session"
-        self.measure_button.disabled = busy or self._measuring
+        self.measure_button.disabled = busy or self.meter.running
         self.measure_button.tooltip = hint or "Time the shown models on this machine"
