@@ -76,6 +76,27 @@ def test_bundle_checkpoint_and_script_are_written_from_the_settings(trained: Ses
     assert part["base_history"] == values["history"]
 
 
+def test_a_saved_session_opens_with_the_settings_it_was_saved_with(trained: Session, tmp_path: Path) -> None:
+    saved = trained.settings()
+    trained.save(tmp_path / "bundle")
+    opened = Session.load(tmp_path / "bundle", device="cpu").settings()
+    for name in ("model", "head", "classes", "transforms", "augment", "frozen", "lr_factors", "config", "history"):
+        assert getattr(opened, name) == getattr(saved, name), name
+    assert opened.data is not None and opened.data["num_train"] == saved.data["num_train"]
+
+
+def test_a_bundle_without_the_optional_entries_opens_with_their_defaults(trained: Session, tmp_path: Path) -> None:
+    trained.save(tmp_path / "bundle")
+    meta_file = tmp_path / "bundle" / "tlwidgets.json"
+    meta = json.loads(meta_file.read_text())
+    for name in ("augment", "lr_factors", "config"):
+        meta.pop(name)
+    meta_file.write_text(json.dumps(meta))
+    opened = Session.load(tmp_path / "bundle", device="cpu", data=False)
+    assert opened.lr_factors == {} and opened.augment == type(trained.augment)()
+    assert opened.config == type(trained.config)() and opened.classes == trained.classes
+
+
 def test_script_config_makes_auto_concrete() -> None:
     from tlwidgets.core.training import History
 

@@ -21,11 +21,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import catalog, data as data_mod, heads, layers, training
+from . import catalog, heads, layers, training
+from . import data as data_mod
 from .bundle import META_FILE, number_from_json, read
 from .bundle_schema import refuse
-from .errors import ModelError, TLWidgetsError
+from .errors import ConfigError, ModelError, TLWidgetsError
 from .runs import run_from_dict
+from .session_settings import SessionSettings
 
 if TYPE_CHECKING:
     from .session import Session
@@ -55,28 +57,29 @@ def restore(
     (see :func:`bundle.load`; the class is passed in, so this module never imports the session)."""
     where = str(src / META_FILE)
     try:
-        spec = _spec_from(meta, where)
-        model = _build_model(spec, meta, state, src, where)
-        config = _config_from(meta.get("config") or {}, where)
-        augment = data_mod.Augment(**_known(data_mod.Augment, meta.get("augment") or {}))
+        settings = _settings_from(meta)
+        spec = _spec_from(settings, where)
+        model = _build_model(spec, settings, state, src, where)
+        config = _config_from(settings.config, where)
+        augment = data_mod.Augment(**_known(data_mod.Augment, settings.augment))
+    except ConfigError as exc:
+        raise ModelError(f"{where}: {exc} The bundle is damaged; save it again.") from exc
     except TLWidgetsError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{where} lacks or mangles an entry ({exc}); the bundle is damaged. Save it again.") from exc
-    transforms = meta.get("transforms") or {}
+    transforms = settings.transforms
     try:
         session = session_cls(device=device, image_size=transforms.get("image_size"))
     except TLWidgetsError as exc:  # the session's own range of image sizes
         refuse(where, "transforms.image_size", f"is not accepted: {exc}")
     model.to(session.device)
-    pretrained = meta["model"].get("pretrained")
-    history = _history_from(meta.get("history"))
+    pretrained = settings.model.get("pretrained")
+    history = _history_from(settings.history)
     session.install_state(
         spec=spec, model=model, pretrained=None if pretrained is None else bool(pretrained),
-        head=heads.head_spec(model), classes=tuple(str(c) for c in meta["classes"]),
-        frozen=layers.frozen_names(model),
-        lr_factors={str(k): float(v) for k, v in (meta.get("lr_factors") or {}).items()},
-        config=config, augment=augment, history=history,
+        head=heads.head_spec(model), classes=settings.classes, frozen=layers.frozen_names(model),
+        lr_factors=dict(settings.lr_factors), config=config, augment=augment, history=history,
     )
     session.recorder.restore(
         [run_from_dict({**_record(r), "extra": _record(r.get("extra") or {})}, _history_from(r.get("history")))
@@ -85,7 +88,7 @@ def restore(
     )
     note = ""
     if data is not False and split is not None:
-        bundle, note = _data_from(split, meta, None if data is True else Path(data).expanduser())
+        bundle, note = _data_from(split, settings, None if data is True else Path(data).expanduser())
         if bundle is not None:
             bundle.train_tf, bundle.eval_tf = data_mod.make_transforms(spec, augment, session.image_size)
             session.install_state(data=bundle)
@@ -95,14 +98,20 @@ def restore(
     return session
 
 
+def _settings_from(meta: dict[str, Any]) -> SessionSettings:
+    """The session settings of a checked ``tlwidgets.json``; entries a bundle may leave out default to empty."""
+    empty: dict[str, Any] = {"transforms": {}, "augment": {}, "frozen": [], "lr_factors": {}, "config": {}}
+    return SessionSettings.from_dict({**meta, **{k: v for k, v in empty.items() if meta.get(k) is None}})
+
+
 def _known(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in values.items() if k in names}
 
 
-def _spec_from(meta: dict[str, Any], where: str) -> catalog.ModelSpec:
+def _spec_from(settings: SessionSettings, where: str) -> catalog.ModelSpec:
     """The catalog's spec when it is the same model, else the stored one; transforms as stored."""
-    model = meta["model"]
+    model = settings.model
     spec: catalog.ModelSpec | None = None
     try:
         found = catalog.get_spec(model["name"])
@@ -122,10 +131,10 @@ def _spec_from(meta: dict[str, Any], where: str) -> catalog.ModelSpec:
             spec = catalog.ModelSpec(**stored)
         except TypeError as exc:
             refuse(where, "model.spec", f"is incomplete ({exc})")
-    tf = meta.get("transforms") or {}
-    changes = {k: tf[k] for k in ("resize_size", "mean", "std", "interpolation") if k in tf}
-    if tf.get("image_size") is None and "input_size" in tf:
-        changes["input_size"] = tf["input_size"]
+    tf = settings.transforms
+    changes = {k: tf[k] for k in ("mean", "std", "interpolation") if k in tf}
+    if tf.get("image_size") is None:  # else both sizes follow the image size, not the model's own
+        changes.update({k: tf[k] for k in ("input_size", "resize_size") if k in tf})
     for key in ("mean", "std"):
         if key in changes:
             changes[key] = tuple(float(v) for v in changes[key])
@@ -133,7 +142,7 @@ def _spec_from(meta: dict[str, Any], where: str) -> catalog.ModelSpec:
 
 
 def _build_model(
-    spec: catalog.ModelSpec, meta: dict[str, Any], state: dict[str, Tensor], src: Path, where: str
+    spec: catalog.ModelSpec, settings: SessionSettings, state: dict[str, Tensor], src: Path, where: str
 ) -> nn.Module:
     base = spec.arch if spec.source == "checkpoint" else spec.name
     _check_size(base, state, where)
@@ -149,7 +158,7 @@ def _build_model(
         except ImportError as exc:
             raise ModelError(f"{src} holds a {spec.arch} model, which needs timm: pip install timm.") from exc
         model = timm.create_model(spec.arch, pretrained=False)
-    head = meta["head"]
+    head = settings.head
     current = heads.head_spec(model)
     hidden, dropout, count = head.get("hidden"), float(head.get("dropout", 0.0)), head["num_classes"]
     if current.path != head.get("path", current.path):
@@ -161,10 +170,10 @@ def _build_model(
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelError(f"The weights in {src} do not fit {spec.name} with its stored head: {str(exc)[:400]}") from exc
-    if (meta["model"].get("memory_format") or "contiguous") == "channels_last":
+    if (settings.model.get("memory_format") or "contiguous") == "channels_last":
         model.to(memory_format=torch.channels_last)
     layers.unfreeze_all(model)
-    frozen = list(dict.fromkeys(meta.get("frozen") or ()))
+    frozen = list(dict.fromkeys(settings.frozen))
     if frozen:
         try:
             layers.freeze(model, frozen)
@@ -231,7 +240,7 @@ def _history_from(values: Mapping[str, Any] | None) -> training.History | None:
 
 
 def _data_from(
-    split: dict[str, Any], meta: dict[str, Any], root: Path | None
+    split: dict[str, Any], settings: SessionSettings, root: Path | None
 ) -> tuple[data_mod.DataBundle | None, str]:
     """The stored split as a DataBundle when every file is there; else ``(None, why)``."""
     stored = split.get("root") or ""
@@ -249,7 +258,7 @@ def _data_from(
     missing = [s.path for s in (*train, *val) if not os.path.isfile(s.path)]
     if missing:
         return None, f" {len(missing)} data files are missing (e.g. {missing[0]}), so no data is loaded."
-    info = meta.get("data") or {}
+    info = settings.data or {}
     n = len(classes)
     tr = [sum(1 for s in train if s.label == i) for i in range(n)]
     va = [sum(1 for s in val if s.label == i) for i in range(n)]
