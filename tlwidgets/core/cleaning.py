@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from .cleaning_apply import (
     ChangePlan,
@@ -45,6 +44,7 @@ from .data import ImageDataset
 from .device import autocast_dtype
 from .errors import ConfigError, DataError, ModelError
 from .evaluation import eval_mode, logits_of
+from .loading import read_batches
 from .similar import disagreements as find_disagreements
 from .similar import pairs_frame, pool, similar
 
@@ -302,7 +302,7 @@ def one_pass(session: Session, samples: list, batch_size: int = 32,
             captured.append(pool(args[0].detach()).cpu())
 
     bundle = session.data
-    loader = DataLoader(ImageDataset(samples, bundle.eval_tf), batch_size=batch_size, shuffle=False)
+    loader = read_batches(ImageDataset(samples, bundle.eval_tf), torch.arange(len(samples)).split(batch_size))
     device = torch.device(session.device)
     dtype = autocast_dtype(device, session.config.precision)
     logits = []

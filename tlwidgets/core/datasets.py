@@ -9,6 +9,7 @@ nothing while the images fit (:func:`decoded_cache_bound`).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -50,6 +51,14 @@ class DecodedBudget:
     def __init__(self, max_bytes: int | None = None) -> None:
         self.max_bytes = decoded_cache_bound() if max_bytes is None else int(max_bytes)
         self.nbytes = 0
+        self.lock = threading.Lock()  # datasets sharing the budget keep images from several threads
+
+    def __getstate__(self) -> dict[str, Any]:  # a loader worker gets a copy, without the lock
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
 
     def take(self, nbytes: int) -> bool:
         """Reserve ``nbytes`` when they fit under the bound; False (nothing reserved) otherwise."""
@@ -95,7 +104,11 @@ class _Kept:
         return Image.fromarray(pixels)
 
     def keep(self, index: int, image: Image.Image) -> bool:
-        """Copy ``image`` (RGB) into a block; False when the budget is spent."""
+        """Copy ``image`` (RGB) into a block; False when the budget is spent. Thread-safe."""
+        with self.budget.lock:
+            return self._keep(index, image)
+
+    def _keep(self, index: int, image: Image.Image) -> bool:
         width, height = image.size
         nbytes = 3 * width * height
         if nbytes > self.free:
@@ -113,13 +126,14 @@ class _Kept:
         return True
 
     def clear(self) -> None:
-        self.budget.give_back(sum(b.size for b in self.blocks))
-        self.blocks, self.free, self.count = [], 0, 0
-        self.where.fill(-1)
+        with self.budget.lock:
+            self.budget.give_back(sum(b.size for b in self.blocks))
+            self.blocks, self.free, self.count = [], 0, 0
+            self.where.fill(-1)
 
 
 class ImageDataset(Dataset):
-    """Samples as ``(transform(RGB image), label)`` pairs.
+    """Samples as ``(transform(RGB image), label)`` pairs; several threads may read at once.
 
     When the transform starts with a resize (as
     :func:`~tlwidgets.core.transforms.make_transforms` builds it), each
@@ -135,6 +149,9 @@ class ImageDataset(Dataset):
             bound are decoded on every read.
         classes: class names, kept for display.
     """
+
+    #: reads from several threads are safe (:mod:`tlwidgets.core.loading` reads batches so)
+    thread_safe_reads = True
 
     def __init__(
         self,

@@ -13,11 +13,12 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from tlwidgets.core.device import autocast_dtype
 from tlwidgets.core.errors import ConfigError, DataError, ModelError
 from tlwidgets.core.images import ACCEPTED_IMAGES, load_image
+from tlwidgets.core.loading import read_batches
 
 PREDICTION_COLUMNS = ("path", "true", "pred", "confidence", "loss")
 PREDICT_COLUMNS = ("image", "rank", "class", "probability")
@@ -133,7 +134,7 @@ def evaluate(
     if device is not None:
         model.to(device)
     dev = _model_device(model)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loader = read_batches(dataset, torch.arange(len(dataset)).split(batch_size))
     all_logits, all_labels = [], []
     with eval_mode(model), torch.no_grad():
         for x, y in loader:
@@ -153,7 +154,10 @@ def evaluate(
     confidence, preds = probs.max(1)
     y_true, y_pred = labels.numpy(), preds.numpy()
     idx = list(range(n_classes))
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # 0.6 s to import
+    from sklearn.metrics import (  # 0.6 s to import
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
 
     precision_, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=idx, zero_division=0

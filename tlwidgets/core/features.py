@@ -33,11 +33,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 
 from tlwidgets.core.errors import TrainingError
 from tlwidgets.core.feature_store import FeaturePart as _Part
 from tlwidgets.core.feature_store import disk_room
+from tlwidgets.core.loading import dataset_is_random, is_random_transform, read_items
 from tlwidgets.core.prefix_run import (
     COMPILE_MIN_IMAGES,
     COMPILE_MODES,
@@ -47,44 +48,12 @@ from tlwidgets.core.prefix_run import (
 from tlwidgets.core.runtimes import RuntimeChoice
 from tlwidgets.core.splits import Split, find_split, first_trainable
 
-__all__ = ["CACHE_MODES", "COMPILE_MIN_IMAGES", "COMPILE_MODES", "FeatureCache", "Plan", "memory_budget", "plan",
-           "prefix_function"]
+__all__ = ["CACHE_MODES", "COMPILE_MIN_IMAGES", "COMPILE_MODES", "FeatureCache", "Plan", "dataset_is_random",
+           "is_random_transform", "memory_budget", "plan", "prefix_function"]
 
 CACHE_MODES = ("auto", "on", "off")
 #: Share of the device's free memory the cache may fill under ``cache_features="auto"``.
 MEMORY_FRACTION = 0.25
-
-# Transform classes known to be deterministic; any other transform counts as random.
-_DETERMINISTIC = frozenset({
-    "Compose", "Resize", "CenterCrop", "ToTensor", "PILToTensor", "ToImage", "ToDtype",
-    "ConvertImageDtype", "Normalize", "Grayscale", "Pad", "Identity", "function",
-})
-
-
-def is_random_transform(transform: Any) -> bool:
-    """True unless ``transform`` is made only of known deterministic steps (None counts as deterministic)."""
-    if transform is None:
-        return False
-    name = type(transform).__name__
-    if name == "Compose":
-        return any(is_random_transform(t) for t in transform.transforms)
-    if name == "function" and getattr(transform, "__name__", "") != "_identity":
-        return True
-    return name not in _DETERMINISTIC
-
-
-def dataset_is_random(dataset: Dataset | None) -> bool:
-    """Whether items of ``dataset`` can differ between reads (augmentation).
-
-    A ``TensorDataset`` is fixed; a dataset with a ``transform`` attribute is judged by
-    it; any other dataset is assumed random, which only costs extra cached views.
-    """
-    if dataset is None or isinstance(dataset, TensorDataset):
-        return False
-    if hasattr(dataset, "transform"):
-        return is_random_transform(dataset.transform)
-    return True
-
 
 def memory_budget(device: torch.device) -> int:
     """Bytes the cache may use on ``device`` under ``cache_features="auto"``."""
@@ -357,7 +326,7 @@ def _first_images(dataset: Dataset, index: torch.Tensor, device: torch.device, c
     Their labels are appended to ``labels`` when given.
     """
     with torch.random.fork_rng(devices=[]):
-        items = [dataset[int(i)] for i in index]
+        items = read_items(dataset, index)
     x = torch.stack([torch.as_tensor(item[0]) for item in items]).to(device)
     if labels is not None:
         labels.append(torch.as_tensor([int(item[1]) for item in items]))

@@ -12,23 +12,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from tlwidgets.core.errors import DataError
 from tlwidgets.core.features import FeatureCache, Plan
-
-
-class _Batches(Sampler):
-    """A fixed list of index batches, for ``DataLoader(batch_sampler=...)``."""
-
-    def __init__(self, batches: Sequence[torch.Tensor]) -> None:
-        self.batches = [b.tolist() for b in batches]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
+from tlwidgets.core.loading import read_batches
 
 
 class Feed:
@@ -72,8 +60,7 @@ class Feed:
     def _loaded(self, dataset: Dataset, batches: Sequence[torch.Tensor]) -> Iterator[tuple[torch.Tensor, Any]]:
         if not batches:
             return
-        loader = DataLoader(dataset, batch_sampler=_Batches(batches), **self.loader_kw)
-        it = iter(loader)
+        it = read_batches(dataset, batches, self.loader_kw)
         while True:
             start = _now(self.device)
             try:
