@@ -172,3 +172,48 @@ def test_predict_unreadable_path_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "missing.png"
     with pytest.raises(DataError, match="missing.png"):
         predict(tiny_classifier(), str(missing), TRANSFORM, NAMES)
+
+
+def test_a_photo_gets_the_same_probabilities_from_predict_as_from_evaluate(tmp_path: Path) -> None:
+    from tlwidgets.core.data import make_transforms
+    from tlwidgets.core.datasets import ImageDataset
+    from tlwidgets.core.transforms import IMAGENET
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(5):  # photos much larger than the resize: decoded at a reduced scale
+        smooth = np.kron(rng.integers(0, 255, (30, 40, 3)), np.ones((40, 40, 1))).astype(np.uint8)
+        path = tmp_path / f"photo_{i}.jpg"
+        Image.fromarray(smooth).save(path, quality=90)
+        files.append(path)
+    _, eval_tf = make_transforms(IMAGENET, image_size=64)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3))
+    dataset = ImageDataset([(str(f), i % 3) for i, f in enumerate(files)], eval_tf)
+    result = evaluate(model, dataset, CLASSES, precision="fp32")
+    out = predict(model, files, eval_tf, CLASSES, k=1)
+    assert out["image"].tolist() == [str(f) for f in files]
+    assert out["class"].tolist() == result.predictions["pred"].tolist()
+    assert out["probability"].to_numpy() == pytest.approx(result.predictions["confidence"].to_numpy(), abs=1e-6)
+
+
+@pytest.mark.parametrize("bf16", ["0", "1"], ids=["cpu-without-bf16", "cpu-with-bf16"])
+def test_a_session_predicts_a_validation_photo_as_its_assessment_did(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bf16: str) -> None:
+    from tests.conftest import make_image_folder
+    from tests.helpers import ready_session
+
+    monkeypatch.setenv("TLWIDGETS_CPU_BF16", bf16)  # the automatic precision of each kind of CPU
+    folder = make_image_folder(tmp_path / "images", per_class=6, size=16)
+    rng = np.random.default_rng(1)
+    for path in folder.rglob("*.jpg"):  # photos with detail, decoded at a reduced scale
+        detail = np.kron(rng.integers(0, 255, (15, 20, 3)), np.ones((20, 20, 1))).astype(np.uint8)
+        Image.fromarray(detail).save(path, quality=90)
+    s = ready_session(folder, "mobilenet_v3_small", image_size=64, torch_seed=0)
+    result = s.evaluate()
+    table = result.predictions
+    out = s.predict(table["path"].tolist(), k=1)
+    assert out["image"].tolist() == table["path"].tolist()
+    assert out["class"].tolist() == table["pred"].tolist()
+    assert out["probability"].to_numpy() == pytest.approx(table["confidence"].to_numpy(), abs=1e-6)

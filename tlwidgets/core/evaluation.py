@@ -17,8 +17,14 @@ from torch.utils.data import Dataset
 
 from tlwidgets.core.device import autocast_dtype
 from tlwidgets.core.errors import ConfigError, DataError, ModelError
-from tlwidgets.core.images import ACCEPTED_IMAGES, load_image
-from tlwidgets.core.loading import read_batches
+from tlwidgets.core.images import ACCEPTED_IMAGES, Shrink, load_image
+from tlwidgets.core.loading import (
+    is_random_transform,
+    read_batches,
+    reader_threads,
+    thread_map,
+)
+from tlwidgets.core.transforms import decode_shrink
 
 PREDICTION_COLUMNS = ("path", "true", "pred", "confidence", "loss")
 PREDICT_COLUMNS = ("image", "rank", "class", "probability")
@@ -191,10 +197,14 @@ def evaluate(
     )
 
 
-def _open_image(item: Any, position: int | None) -> Image.Image:
-    """One input of :func:`predict` as an RGB image; ``position`` is its index in a list."""
+def _open_image(item: Any, position: int | None, shrink: Shrink | None = None) -> Image.Image:
+    """One input of :func:`predict` as an RGB image; ``position`` is its index in a list.
+
+    A file is decoded as the datasets decode it (``shrink``: straight to the transform's
+    resize size), so a photo gets the same prediction here as in an evaluation.
+    """
     try:
-        return load_image(item)
+        return load_image(item, shrink)
     except DataError as exc:
         if position is None or isinstance(item, (str, os.PathLike)):
             raise  # the message names the file
@@ -208,6 +218,7 @@ def predict(
     classes: Sequence[str],
     k: int = 3,
     device: torch.device | str | None = None,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
     """Top-``k`` classes of one or more images.
 
@@ -220,6 +231,8 @@ def predict(
         classes: class names, in label order.
         k: rows per image; clipped to the number of classes.
         device: where to run; ``None`` keeps the model where it is.
+        precision: as :func:`evaluate`'s (a session passes its own to both, so a photo
+            gets the same probabilities from each).
 
     Returns:
         Long DataFrame: image (the path, or the position in ``images`` for in-memory images),
@@ -243,13 +256,20 @@ def predict(
         model.to(device)
     dev = _model_device(model)
     keys = [os.fspath(item) if isinstance(item, (str, os.PathLike)) else i for i, item in enumerate(items)]
+    shrink = decode_shrink(transform)
+    threads = 1 if is_random_transform(transform) else reader_threads()
+
+    def model_input(job: tuple[int, Any]) -> torch.Tensor:
+        position, item = job
+        return transform(_open_image(item, position if listed else None, shrink))
+
     rows = []
     with eval_mode(model), torch.no_grad():
         for start in range(0, len(items), 32):
             chunk = items[start:start + 32]
-            x = torch.stack([transform(_open_image(item, start + j if listed else None))
-                             for j, item in enumerate(chunk)]).to(dev)
-            logits = logits_of(model(x)).float()
+            x = torch.stack(thread_map(model_input, list(enumerate(chunk, start)), threads)).to(dev)
+            with _autocast(dev, precision):
+                logits = logits_of(model(x)).float()
             _check_outputs(logits, classes)
             top_p, top_i = logits.softmax(1).topk(k, dim=1)
             for j in range(len(chunk)):

@@ -11,9 +11,9 @@ torch's global generator, and threads would draw in a different order on every r
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import (
@@ -56,6 +56,9 @@ def dataset_is_random(dataset: Dataset | None) -> bool:
     return True
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 #: Most threads that read images at once.
 MAX_READ_THREADS = 8
 
@@ -73,12 +76,25 @@ class IndexBatches(Sampler):
         return len(self.batches)
 
 
+def reader_threads() -> int:
+    """Threads that read images at once: as many as torch uses, at most :data:`MAX_READ_THREADS`."""
+    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1, MAX_READ_THREADS))
+
+
 def read_threads(dataset: Dataset, num_workers: int = 0) -> int:
     """How many threads read ``dataset``'s images: 1 with loader workers, random reads, or a
     dataset that does not say its reads are thread-safe (``thread_safe_reads = True``)."""
     if num_workers or dataset_is_random(dataset) or not getattr(dataset, "thread_safe_reads", False):
         return 1
-    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1, MAX_READ_THREADS))
+    return reader_threads()
+
+
+def thread_map(fn: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]:
+    """``[fn(item) for item in items]``, run by up to ``threads`` threads; the first error is raised."""
+    if threads <= 1 or len(items) < 2:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="tlwidgets-read") as pool:
+        return list(pool.map(fn, items))
 
 
 def read_batches(dataset: Dataset, batches: Sequence[Sequence[int] | torch.Tensor],
@@ -96,8 +112,7 @@ def read_batches(dataset: Dataset, batches: Sequence[Sequence[int] | torch.Tenso
     pin = bool(kw.get("pin_memory")) and torch.cuda.is_available()
     with ThreadPoolExecutor(threads, thread_name_prefix="tlwidgets-read") as pool:
         for batch in batches:
-            items = list(pool.map(dataset.__getitem__, [int(i) for i in batch]))
-            collated = default_collate(items)
+            collated = default_collate(list(pool.map(dataset.__getitem__, [int(i) for i in batch])))
             if pin:
                 from torch.utils.data._utils.pin_memory import pin_memory
 
@@ -107,9 +122,4 @@ def read_batches(dataset: Dataset, batches: Sequence[Sequence[int] | torch.Tenso
 
 def read_items(dataset: Dataset, indices: Sequence[int] | torch.Tensor) -> list[Any]:
     """``[dataset[i] for i in indices]``, read by :func:`read_threads` threads (not collated)."""
-    index = [int(i) for i in indices]
-    threads = read_threads(dataset)
-    if threads <= 1 or len(index) < 2:
-        return [dataset[i] for i in index]
-    with ThreadPoolExecutor(min(threads, len(index)), thread_name_prefix="tlwidgets-read") as pool:
-        return list(pool.map(dataset.__getitem__, index))
+    return thread_map(dataset.__getitem__, [int(i) for i in indices], read_threads(dataset))

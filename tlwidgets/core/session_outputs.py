@@ -52,13 +52,18 @@ class SessionOutputs(SessionState):
         return result
 
     def predict(self, images: Any, k: int = 3) -> pd.DataFrame:
-        """Top-``k`` classes with probabilities for file paths or PIL images."""
+        """Top-``k`` classes with probabilities for file paths or PIL images.
+
+        Images are decoded and run as :meth:`evaluate` runs them (same decoding, same
+        precision), so a photo gets the same probabilities from both.
+        """
         self.require_idle("predict")
         model = self._require_model()
         eval_tf = self.data.eval_tf if self.data is not None else data_mod.make_transforms(
             self._norm_spec(), None, self.image_size
         )[1]
-        return evaluation.predict(model, images, eval_tf, list(self.classes), k=k, device=self.device)
+        return evaluation.predict(model, images, eval_tf, list(self.classes), k=k, device=self.device,
+                                  precision=self.config.precision)
 
     # ------------------------------------------------------------------ save, export, scale out
     def save(self, path: str | Path) -> Path:
