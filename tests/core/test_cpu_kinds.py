@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlwidgets.core.device import autocast_dtype, cpu_has_bf16, describe
+from tlwidgets.core.device import autocast_dtype, cpu_has_amx, cpu_has_bf16, describe
 
 ROOT = Path(__file__).resolve().parents[2]
 # Tests whose expectation depends on the automatic precision.
@@ -30,6 +30,16 @@ def test_the_override_decides_the_automatic_cpu_precision(monkeypatch: pytest.Mo
     assert autocast_dtype("cpu") == (torch.bfloat16 if forced == "1" else None)
     assert ("bf16" in describe("cpu")) is (forced == "1")
     assert autocast_dtype("cpu", "fp32") is None and autocast_dtype("cpu", "bf16") == torch.bfloat16
+
+
+def test_amx_is_read_from_the_cpu_flags_and_off_with_the_bf16_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
+    monkeypatch.delenv("TLWIDGETS_CPU_BF16", raising=False)
+    assert cpu_has_amx() is ("amx_bf16" in flags)
+    assert not cpu_has_amx() or cpu_has_bf16()  # AMX implies bf16
+    monkeypatch.setenv("TLWIDGETS_CPU_BF16", "0")
+    assert cpu_has_amx() is False
 
 
 @pytest.mark.slow

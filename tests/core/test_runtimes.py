@@ -300,7 +300,7 @@ def test_a_fit_names_its_runtime_and_trains_like_pytorch(image_folder: Path, mon
 @needs_ort
 def test_an_automatic_fit_times_once_and_says_what_it_chose(image_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtimes, "MIN_SECONDS", 0.0)  # time even this small fit
-    monkeypatch.setattr(runtimes, "MIN_SECONDS_BF16", 0.0)
+    monkeypatch.setattr(runtimes, "MIN_SECONDS_AMX", 0.0)
     calls = []
     real = runtimes._time
     monkeypatch.setattr(runtimes, "_time", lambda cands, x: calls.append(1) or real(cands, x))
@@ -325,10 +325,32 @@ def test_measure_speed_reports_the_runtime(monkeypatch: pytest.MonkeyPatch) -> N
         measure_speed("squeezenet1_1", "cpu", runtime="openvino")
 
 
-def test_small_fits_on_the_bf16_path_keep_pytorch_untimed(image_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_fits_on_an_amx_cpu_keep_pytorch_bf16_untimed(image_folder: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtimes, "MIN_SECONDS", 0.0)  # the fp32 path would time this fit
     monkeypatch.setattr(runtimes, "_time", lambda *a: pytest.fail("timed a small bf16 fit"))
     monkeypatch.setenv("TLWIDGETS_CPU_BF16", "1")
+    monkeypatch.setattr(runtimes._device, "cpu_has_amx", lambda: True)
     s, _ = _fit(image_folder, "auto", monkeypatch)
     choice = s.feature_cache._entry.runtime
     assert choice.name == "torch" and "not timed" in choice.rejected["onnxruntime"]
+
+
+@needs_ort
+@pytest.mark.parametrize("clear", [1.0, math.inf])
+def test_bf16_without_amx_is_chosen_like_fp32_from_warm_eager_bf16(image_folder: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   clear: float) -> None:
+    """AVX512-BF16 without AMX: the fp32 threshold, eager bf16 timed warm on the check images."""
+    monkeypatch.setenv("TLWIDGETS_CPU_BF16", "1")
+    monkeypatch.setattr(runtimes._device, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(runtimes, "MIN_SECONDS", 0.0)  # time even this small fit
+    monkeypatch.setattr(runtimes, "CLEAR", clear)
+    timed = []
+    real = runtimes._time
+    monkeypatch.setattr(runtimes, "_time", lambda cands, x: timed.append(sorted(cands)) or real(cands, x))
+    s, _ = _fit(image_folder, "auto", monkeypatch)
+    choice = s.feature_cache._entry.runtime
+    assert choice.source == "measured" and set(choice.images_per_s) == {"torch", "onnxruntime"}
+    assert timed == ([] if clear == 1.0 else [["onnxruntime", "torch"]])
+    assert s.history.epochs and all(math.isfinite(e["loss"]) for e in s.history.epochs)

@@ -9,10 +9,11 @@ whose features match PyTorch's, and remembers the choice in ``runtimes.json`` in
 folder, keyed by the device, the architecture (code, layers, weight shapes: speed does not
 depend on weight values), the cut, batch shape and layout, precision and library versions.
 
-Choosing costs little where the answer is clear. On the fp32 path eager PyTorch is timed on
-the :data:`CHECK_IMAGES` images its reference features come from, and ONNX Runtime on its
-first run over the whole batch (its warm-up, so if anything too slow); when one is
-:data:`CLEAR` times as fast as the other that decides, otherwise both are timed side by side.
+Choosing costs little where the answer is clear. Eager PyTorch is timed on the
+:data:`CHECK_IMAGES` images the reference features come from (on the bf16 path once more,
+warm, in bf16), and ONNX Runtime on its first run over the whole batch (its warm-up, so if
+anything too slow); when one is :data:`CLEAR` times as fast as the other that decides,
+otherwise both are timed side by side.
 The features the chosen ONNX Runtime computed for that batch are kept
 (:attr:`Runner.computed`): the feature cache stores them instead of running the batch again.
 
@@ -30,10 +31,11 @@ about 1e-6 of it, a wrongly exported operator by far more); bf16 ones (compiled 
 autocast) by :data:`BF16_TOLERANCE` in relative norm ``|got - want| / |want|`` (eager bf16
 features of Lite0, MobileNetV2, ResNet-18/50 differ from fp32 by 0.4-1.7% in norm; single
 elements are noisier). Timing runs only when the eager pass should take :data:`MIN_SECONDS`
-or more (estimated from one image), :data:`MIN_SECONDS_BF16` on CPUs that run the frozen
-layers in native bf16 (there fp32 ONNX Runtime is at best a little faster: Lite0 84 vs 78
-images/s, and the 3-4 s of exporting and timing made the first Train on 300 photos slower);
-GPUs keep PyTorch untimed. Whatever fails (onnxruntime
+or more (estimated from one image), :data:`MIN_SECONDS_AMX` on CPUs with AMX, whose eager
+bf16 is near four times their fp32 (fp32 ONNX Runtime was at best a little faster there:
+Lite0 84 vs 78 images/s). With AVX512-BF16 but no AMX (AMD Zen 4 and later, Cooper Lake)
+eager bf16 is only about twice fp32 and ONNX Runtime's fp32 beats it (Lite0 197 vs 118
+images/s on a Zen 4 EPYC), so there the fp32 rule applies. GPUs keep PyTorch untimed. Whatever fails (onnxruntime
 missing, an operator neither exporter handles, a mismatch, an error at run time) falls back
 to PyTorch with the reason in :attr:`RuntimeChoice.rejected`.
 
@@ -71,15 +73,15 @@ RUNTIMES = ("auto", "torch", "onnxruntime", "compile")
 ENV = "TLWIDGETS_FEATURE_RUNTIME"
 #: Time only when the eager pass over the data should take at least this long (seconds).
 MIN_SECONDS = 5.0
-#: The same where the frozen layers run in bf16 autocast on the CPU.
-MIN_SECONDS_BF16 = 60.0
+#: The same where the frozen layers run in bf16 autocast on a CPU with AMX.
+MIN_SECONDS_AMX = 60.0
 #: A candidate replaces the current path only when at least this many times as fast.
 MARGIN = 1.1
 #: fp32 candidates: largest absolute difference / largest absolute feature.
 FP32_TOLERANCE = 1e-3
 #: bf16 candidates: norm of the difference / norm of the fp32 features.
 BF16_TOLERANCE = 5e-2
-#: Eager fp32 (timed on the check images) against ONNX Runtime's first run (on the whole
+#: Eager PyTorch (timed on the check images) against ONNX Runtime's first run (on the whole
 #: batch): a ratio this large decides without timing both side by side.
 CLEAR = 1.5
 #: Images of the batch the features are compared on.
@@ -265,7 +267,7 @@ def select(module: nn.Module, eager: Fn, device: torch.device, amp: torch.dtype 
     if mode == "auto" and images is not None and probe is not None:
         with torch.no_grad():
             expected = _estimate_s(eager, probe, images)
-        if expected < (MIN_SECONDS if amp is None else MIN_SECONDS_BF16):
+        if expected < (MIN_SECONDS_AMX if amp is not None and _device.cpu_has_amx() else MIN_SECONDS):
             why = f"not timed: about {expected:.1f} s of frozen-layer work"
             return Runner(base, RuntimeChoice(base_name, rejected={"onnxruntime": why}))
     try:
@@ -286,7 +288,12 @@ def _choose(module: nn.Module, eager: Fn, base_name: str, base: Fn, amp: torch.d
     k = min(CHECK_IMAGES, len(x))
     start = time.perf_counter()
     want = eager(x[:k]) if amp is None else module(x[:k])  # the fp32 reference (no autocast around module)
-    eager_speed = k / max(time.perf_counter() - start, 1e-9) if amp is None else None
+    eager_speed = k / max(time.perf_counter() - start, 1e-9)
+    if amp is not None and base_name == "torch" and not untimed:  # eager bf16 on the same images, warm
+        eager(x[:k])
+        start = time.perf_counter()
+        eager(x[:k])
+        eager_speed = k / max(time.perf_counter() - start, 1e-9)
     rejected: dict[str, str] = {}
     candidates: dict[str, Fn] = {base_name: base}
     if base_name == "compile":
@@ -323,7 +330,7 @@ def _choose(module: nn.Module, eager: Fn, base_name: str, base: Fn, amp: torch.d
         _remember(key, choice)
         return Runner(base, choice)
     speeds: dict[str, float] = {}
-    if eager_speed is not None and set(candidates) == {"torch", "onnxruntime"}:
+    if set(candidates) == {"torch", "onnxruntime"}:
         ort = first["onnxruntime"]  # a first run, warm-up included: if anything too slow
         if max(ort, eager_speed) >= CLEAR * min(ort, eager_speed):
             speeds = {"torch": eager_speed, "onnxruntime": ort}
