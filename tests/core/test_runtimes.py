@@ -244,6 +244,32 @@ def test_short_runs_are_not_timed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not runner.choice.worth_saying  # the progress line stays as before
 
 
+@pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["fp32", "bf16"])
+def test_a_run_that_looked_long_from_one_image_is_judged_again_on_the_check_images(
+        monkeypatch: pytest.MonkeyPatch, amp: torch.dtype | None) -> None:
+    """A batch of one runs slower per image: the warm check images decide before any export."""
+    monkeypatch.setattr(runtimes._device, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(runtimes, "_estimate_s", lambda eager, probe, images: 3600.0 * images)
+    monkeypatch.setattr(runtimes, "_onnx_runtime", lambda *a: pytest.fail("exported a short run"))
+    split, x = _tiny_split()
+    images = 50  # a tiny network: far under a second of work when run in batches
+    runner = _select(split, x, amp, images=images, probe=x[:1])
+    why = runner.choice.rejected["onnxruntime"]
+    assert runner.choice.name == "torch" and why.startswith("not timed: about 0.")
+    limit = runtimes.MIN_SECONDS if amp is None else runtimes.MIN_SECONDS_BF16
+    assert float(why.split("about ")[1].split(" s")[0]) < limit
+
+
+@pytest.mark.parametrize(("amx", "bf16", "expected"), [(True, True, "MIN_SECONDS_AMX"),
+                                                       (False, True, "MIN_SECONDS_BF16"),
+                                                       (False, False, "MIN_SECONDS")])
+def test_the_work_that_pays_for_choosing_depends_on_the_cpu(monkeypatch: pytest.MonkeyPatch, amx: bool,
+                                                           bf16: bool, expected: str) -> None:
+    monkeypatch.setattr(runtimes._device, "cpu_has_amx", lambda: amx)
+    assert runtimes.min_seconds(torch.bfloat16 if bf16 else None) == getattr(runtimes, expected)
+    assert runtimes.MIN_SECONDS <= runtimes.MIN_SECONDS_BF16 < runtimes.MIN_SECONDS_AMX
+
+
 @needs_ort
 @pytest.mark.parametrize("forced", ["torch", "onnxruntime", "compile"])
 def test_the_environment_variable_forces_each_runtime(monkeypatch: pytest.MonkeyPatch, forced: str) -> None:
@@ -301,6 +327,7 @@ def test_a_fit_names_its_runtime_and_trains_like_pytorch(image_folder: Path, mon
 def test_an_automatic_fit_times_once_and_says_what_it_chose(image_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtimes, "MIN_SECONDS", 0.0)  # time even this small fit
     monkeypatch.setattr(runtimes, "MIN_SECONDS_AMX", 0.0)
+    monkeypatch.setattr(runtimes, "MIN_SECONDS_BF16", 0.0)
     calls = []
     real = runtimes._time
     monkeypatch.setattr(runtimes, "_time", lambda cands, x: calls.append(1) or real(cands, x))
@@ -344,7 +371,7 @@ def test_bf16_without_amx_is_chosen_like_fp32_from_warm_eager_bf16(image_folder:
     """AVX512-BF16 without AMX: the fp32 threshold, eager bf16 timed warm on the check images."""
     monkeypatch.setenv("TLWIDGETS_CPU_BF16", "1")
     monkeypatch.setattr(runtimes._device, "cpu_has_amx", lambda: False)
-    monkeypatch.setattr(runtimes, "MIN_SECONDS", 0.0)  # time even this small fit
+    monkeypatch.setattr(runtimes, "MIN_SECONDS_BF16", 0.0)  # time even this small fit
     monkeypatch.setattr(runtimes, "CLEAR", clear)
     timed = []
     real = runtimes._time

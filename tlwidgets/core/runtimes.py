@@ -31,11 +31,14 @@ about 1e-6 of it, a wrongly exported operator by far more); bf16 ones (compiled 
 autocast) by :data:`BF16_TOLERANCE` in relative norm ``|got - want| / |want|`` (eager bf16
 features of Lite0, MobileNetV2, ResNet-18/50 differ from fp32 by 0.4-1.7% in norm; single
 elements are noisier). Timing runs only when the eager pass should take :data:`MIN_SECONDS`
-or more (estimated from one image), :data:`MIN_SECONDS_AMX` on CPUs with AMX, whose eager
-bf16 is near four times their fp32 (fp32 ONNX Runtime was at best a little faster there:
-Lite0 84 vs 78 images/s). With AVX512-BF16 but no AMX (AMD Zen 4 and later, Cooper Lake)
-eager bf16 is only about twice fp32 and ONNX Runtime's fp32 beats it (Lite0 197 vs 118
-images/s on a Zen 4 EPYC), so there the fp32 rule applies. GPUs keep PyTorch untimed. Whatever fails (onnxruntime
+or more; :data:`MIN_SECONDS_AMX` on CPUs with AMX, whose eager bf16 is near four times their
+fp32 (fp32 ONNX Runtime was at best a little faster there: Lite0 84 vs 78 images/s);
+:data:`MIN_SECONDS_BF16` with AVX512-BF16 but no AMX (AMD Zen 4 and later, Cooper Lake),
+where eager bf16 is only about twice fp32 and ONNX Runtime's fp32 beats it by 1.3-1.7x
+(Lite0 205 vs 146 images/s on a Zen 4 EPYC) but choosing costs up to 2 s when the two must be
+timed side by side. The work is estimated from one image first (a batch of one runs slower
+per image, so this only stops clearly short runs), then from the check images, warm.
+GPUs keep PyTorch untimed. Whatever fails (onnxruntime
 missing, an operator neither exporter handles, a mismatch, an error at run time) falls back
 to PyTorch with the reason in :attr:`RuntimeChoice.rejected`.
 
@@ -73,6 +76,8 @@ RUNTIMES = ("auto", "torch", "onnxruntime", "compile")
 ENV = "TLWIDGETS_FEATURE_RUNTIME"
 #: Time only when the eager pass over the data should take at least this long (seconds).
 MIN_SECONDS = 5.0
+#: The same where the frozen layers run in bf16 autocast on a CPU without AMX.
+MIN_SECONDS_BF16 = 8.0
 #: The same where the frozen layers run in bf16 autocast on a CPU with AMX.
 MIN_SECONDS_AMX = 60.0
 #: A candidate replaces the current path only when at least this many times as fast.
@@ -239,6 +244,21 @@ def _estimate_s(eager: Fn, probe: torch.Tensor, images: int) -> float:
     return (time.perf_counter() - start) / max(len(probe), 1) * images
 
 
+def min_seconds(amp: torch.dtype | None) -> float:
+    """Seconds of eager frozen-layer work from which choosing a runtime pays off on this CPU."""
+    if amp is None:
+        return MIN_SECONDS
+    return MIN_SECONDS_AMX if _device.cpu_has_amx() else MIN_SECONDS_BF16
+
+
+def _short(images: int | None, seconds_per_image: float, amp: torch.dtype | None) -> str | None:
+    """Why timing does not pay off for ``images`` images, or None when it may."""
+    if images is None:
+        return None
+    expected = seconds_per_image * images
+    return f"not timed: about {expected:.1f} s of frozen-layer work" if expected < min_seconds(amp) else None
+
+
 # ---------------------------------------------------------------------------- choosing
 def select(module: nn.Module, eager: Fn, device: torch.device, amp: torch.dtype | None, *,
            data: Callable[[], torch.Tensor] | torch.Tensor, where: str = "", compiled: Fn | None = None,
@@ -252,8 +272,10 @@ def select(module: nn.Module, eager: Fn, device: torch.device, amp: torch.dtype 
         data: a batch of real inputs, or a function reading one (only read when needed).
         where: what ``module`` is, part of the remembered choice's key.
         compiled: the compiled function where compiling is wanted, else ``None``.
-        images: how many images the fit will run through it; with ``probe`` (one input),
-            decides whether timing pays off. ``None``: always time.
+        images: how many images the fit will run through it: whether timing pays off is
+            judged first from ``probe`` (one input; a batch of one runs slower per image, so
+            only a clearly short run stops there), then from the check images, warm.
+            ``None``: always time.
         force: a value of :data:`RUNTIMES` overriding ``TLWIDGETS_FEATURE_RUNTIME``.
     """
     mode = force if force in RUNTIMES and force != "auto" else requested()
@@ -266,34 +288,37 @@ def select(module: nn.Module, eager: Fn, device: torch.device, amp: torch.dtype 
         return Runner(eager, RuntimeChoice("torch", rejected={"compile": "not built"}, source="forced"))
     if mode == "auto" and images is not None and probe is not None:
         with torch.no_grad():
-            expected = _estimate_s(eager, probe, images)
-        if expected < (MIN_SECONDS_AMX if amp is not None and _device.cpu_has_amx() else MIN_SECONDS):
-            why = f"not timed: about {expected:.1f} s of frozen-layer work"
+            why = _short(images, _estimate_s(eager, probe, 1), amp)
+        if why is not None:
             return Runner(base, RuntimeChoice(base_name, rejected={"onnxruntime": why}))
     try:
         x = data() if callable(data) else data
         with torch.no_grad():
-            return _choose(module, eager, base_name, base, amp, x, where, mode)
+            return _choose(module, eager, base_name, base, amp, x, where, mode, images)
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, the current path still works
         return Runner(base, RuntimeChoice(base_name, rejected={"onnxruntime": _failed(exc)}))
 
 
 def _choose(module: nn.Module, eager: Fn, base_name: str, base: Fn, amp: torch.dtype | None, x: torch.Tensor,
-            where: str, mode: str) -> Runner:
+            where: str, mode: str, images: int | None = None) -> Runner:
     key = _key(module, x, where, amp, base_name)
     remembered = _recall(key) if mode == "auto" else None
     if remembered is not None and remembered.name != "onnxruntime":
         return Runner(base, remembered)
     untimed = mode == "onnxruntime" or remembered is not None
     k = min(CHECK_IMAGES, len(x))
-    start = time.perf_counter()
-    want = eager(x[:k]) if amp is None else module(x[:k])  # the fp32 reference (no autocast around module)
-    eager_speed = k / max(time.perf_counter() - start, 1e-9)
-    if amp is not None and base_name == "torch" and not untimed:  # eager bf16 on the same images, warm
+    if amp is not None and not untimed:  # eager bf16 on the check images, warm
         eager(x[:k])
         start = time.perf_counter()
         eager(x[:k])
         eager_speed = k / max(time.perf_counter() - start, 1e-9)
+    start = time.perf_counter()
+    want = eager(x[:k]) if amp is None else module(x[:k])  # the fp32 reference (no autocast around module)
+    if amp is None:
+        eager_speed = k / max(time.perf_counter() - start, 1e-9)
+    why = None if untimed else _short(images, 1 / eager_speed, amp)
+    if why is not None:
+        return Runner(base, RuntimeChoice(base_name, rejected={"onnxruntime": why}))
     rejected: dict[str, str] = {}
     candidates: dict[str, Fn] = {base_name: base}
     if base_name == "compile":
