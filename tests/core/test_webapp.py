@@ -71,7 +71,9 @@ def images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def session(images_dir: Path) -> Session:
-    return trained_lite0_session(images_dir)
+    s = trained_lite0_session(images_dir)
+    s.configure(precision="fp32")  # predict as the page computes: in fp32, on every kind of CPU
+    return s
 
 
 @pytest.fixture(scope="module")

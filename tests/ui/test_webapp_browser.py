@@ -125,6 +125,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Session:
     start = time.perf_counter()
     session = trained_lite0_session(images)
     TIMINGS["web app: train the session"] = time.perf_counter() - start
+    session.configure(precision="fp32")  # predict as the page computes: in fp32, on every kind of CPU
     assert HOSTILE in session.classes
     return session
 
