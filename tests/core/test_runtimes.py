@@ -249,7 +249,7 @@ def test_a_run_that_looked_long_from_one_image_is_judged_again_on_the_check_imag
         monkeypatch: pytest.MonkeyPatch, amp: torch.dtype | None) -> None:
     """A batch of one runs slower per image: the warm check images decide before any export."""
     monkeypatch.setattr(runtimes._device, "cpu_has_amx", lambda: False)
-    monkeypatch.setattr(runtimes, "_estimate_s", lambda eager, probe, images: 3600.0 * images)
+    monkeypatch.setattr(runtimes, "_seconds_per_image", lambda eager, probe: 3600.0)
     monkeypatch.setattr(runtimes, "_onnx_runtime", lambda *a: pytest.fail("exported a short run"))
     split, x = _tiny_split()
     images = 50  # a tiny network: far under a second of work when run in batches

@@ -238,10 +238,10 @@ def _time(candidates: dict[str, Fn], x: torch.Tensor) -> tuple[dict[str, float],
     return {n: len(x) / t for n, t in best.items() if n not in failed and t > 0}, failed
 
 
-def _estimate_s(eager: Fn, probe: torch.Tensor, images: int) -> float:
+def _seconds_per_image(eager: Fn, probe: torch.Tensor) -> float:
     start = time.perf_counter()
     eager(probe)
-    return (time.perf_counter() - start) / max(len(probe), 1) * images
+    return (time.perf_counter() - start) / max(len(probe), 1)
 
 
 def min_seconds(amp: torch.dtype | None) -> float:
@@ -288,7 +288,7 @@ def select(module: nn.Module, eager: Fn, device: torch.device, amp: torch.dtype 
         return Runner(eager, RuntimeChoice("torch", rejected={"compile": "not built"}, source="forced"))
     if mode == "auto" and images is not None and probe is not None:
         with torch.no_grad():
-            why = _short(images, _estimate_s(eager, probe, 1), amp)
+            why = _short(images, _seconds_per_image(eager, probe), amp)
         if why is not None:
             return Runner(base, RuntimeChoice(base_name, rejected={"onnxruntime": why}))
     try:
