@@ -307,18 +307,21 @@ def _choose(module: nn.Module, eager: Fn, base_name: str, base: Fn, amp: torch.d
         return Runner(base, remembered)
     untimed = mode == "onnxruntime" or remembered is not None
     k = min(CHECK_IMAGES, len(x))
-    if amp is not None and not untimed:  # eager bf16 on the check images, warm
+    want, eager_speed = None, 0.0
+    if amp is None:  # the timed eager pass is the fp32 reference too
+        start = time.perf_counter()
+        want = eager(x[:k])
+        eager_speed = k / max(time.perf_counter() - start, 1e-9)
+    elif not untimed:  # eager bf16 on the check images, warm
         eager(x[:k])
         start = time.perf_counter()
         eager(x[:k])
         eager_speed = k / max(time.perf_counter() - start, 1e-9)
-    start = time.perf_counter()
-    want = eager(x[:k]) if amp is None else module(x[:k])  # the fp32 reference (no autocast around module)
-    if amp is None:
-        eager_speed = k / max(time.perf_counter() - start, 1e-9)
     why = None if untimed else _short(images, 1 / eager_speed, amp)
-    if why is not None:
+    if why is not None:  # before the reference and the export: nothing more is spent
         return Runner(base, RuntimeChoice(base_name, rejected={"onnxruntime": why}))
+    if want is None:
+        want = module(x[:k])  # the fp32 reference (no autocast around module)
     rejected: dict[str, str] = {}
     candidates: dict[str, Fn] = {base_name: base}
     if base_name == "compile":
